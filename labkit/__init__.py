@@ -1,0 +1,21 @@
+"""labkit: the helper package of an RLHF teaching lab. One module per pipeline stage.
+
+Import modules, not names: `from labkit import presets, models, generate`.
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "artifacts",
+    "cli",
+    "config",
+    "generate",
+    "models",
+    "presets",
+    "pretrain",
+    "report",
+    "run",
+    "tokenizer",
+    "world",
+]

@@ -1,0 +1,126 @@
+"""Generation: N completions per prompt, batched and seeded.
+
+Inputs: a model and tokenizer from `models.load_policy`, raw user prompts. Output: `Sample`
+records (prompt id, prompt, completion id, text, token count) that save to and load from JSONL
+and convert to a `datasets.Dataset`, the format the ranking chapter starts from.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from labkit.models import chat_prompts
+
+__all__ = ["GenerateConfig", "Sample", "generate", "load_jsonl", "save_jsonl", "to_dataset"]
+
+
+@dataclass
+class GenerateConfig:
+    """Sampling settings for `generate`."""
+
+    n: int = 4
+    """Completions per prompt."""
+    temperature: float = 1.0
+    """Softmax temperature; 0 means greedy decoding (then n identical completions)."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest token set with this much probability."""
+    max_new_tokens: int = 48
+    """Longest completion, in tokens; generation stops earlier at EOS."""
+    batch_size: int = 32
+    """Sequences per forward pass."""
+    seed: int = 0
+    """Seed for the sampler (python/numpy/torch global state is left untouched)."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One completion of one prompt."""
+
+    prompt_id: str
+    prompt: str
+    completion_id: int
+    text: str
+    num_tokens: int
+
+
+def generate(model, tokenizer, prompts: list[str], n: int = 4, *, prompt_ids: list[str] | None = None,
+             temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 48, batch_size: int = 32,
+             seed: int = 0, progress: bool = True) -> list[Sample]:
+    """`n` completions for each prompt, sampled in batches; the same seed gives the same samples."""
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    if prompt_ids is None:
+        prompt_ids = [f"p{i}" for i in range(len(prompts))]
+    if len(prompt_ids) != len(prompts):
+        raise ValueError(f"prompt_ids has {len(prompt_ids)} entries for {len(prompts)} prompts")
+    rendered = chat_prompts(tokenizer, prompts)
+    jobs = [(i, c) for i in range(len(prompts)) for c in range(n)]  # (prompt index, completion id)
+    device = next(model.parameters()).device
+    sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
+    samples: list[Sample] = []
+    with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), torch.no_grad():
+        torch.manual_seed(seed)
+        for start in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress,
+                          unit="batch"):
+            batch = jobs[start:start + batch_size]
+            enc = tokenizer([rendered[i] for i, _ in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(device)
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id, **sampling)
+            new = out[:, enc["input_ids"].shape[1]:]
+            for (i, c), ids in zip(batch, new):
+                length = _length_to_eos(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
+                text = tokenizer.decode(ids[:length], skip_special_tokens=True).strip()
+                samples.append(Sample(prompt_ids[i], prompts[i], c, text, length))
+    return samples
+
+
+def _length_to_eos(ids: torch.Tensor, eos_id: int | None, pad_id: int | None) -> int:
+    """Tokens generated up to and including the first EOS (padding after it does not count)."""
+    ids = ids.tolist()
+    if eos_id is not None and eos_id in ids:
+        return ids.index(eos_id) + 1
+    if pad_id is not None and pad_id != eos_id and pad_id in ids:
+        return ids.index(pad_id)
+    return len(ids)
+
+
+def save_jsonl(samples: list[Sample], path: str | Path) -> Path:
+    """Write one JSON object per sample (atomically: a temp file renamed into place)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def load_jsonl(path: str | Path) -> list[Sample]:
+    """Read samples written by `save_jsonl`; a malformed line raises with its line number."""
+    samples = []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                samples.append(Sample(**json.loads(line)))
+            except (json.JSONDecodeError, TypeError) as err:
+                raise ValueError(f"{path}, line {number}: not a sample record ({err}); expected keys "
+                                 "prompt_id, prompt, completion_id, text, num_tokens") from err
+    return samples
+
+
+def to_dataset(samples: list[Sample]):
+    """A `datasets.Dataset` with one row per sample."""
+    from datasets import Dataset
+
+    return Dataset.from_list([asdict(s) for s in samples])

