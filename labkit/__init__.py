@@ -12,6 +12,8 @@ __all__ = [
     "config",
     "generate",
     "models",
+    "plots",
+    "ppo_math",
     "presets",
     "pretrain",
     "report",

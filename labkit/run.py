@@ -21,7 +21,7 @@ import pandas as pd
 from labkit import artifacts, config, generate, models, presets, world as world_mod
 from labkit.report import Report
 
-__all__ = ["STAGES", "RunState", "run", "summary"]
+__all__ = ["RunState", "STAGES", "is_rude", "run", "summary"]
 
 
 @dataclass
