@@ -7,11 +7,15 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 __all__ = [
+    "agreement",
     "artifacts",
     "cli",
     "config",
     "generate",
+    "labelers",
+    "labels",
     "models",
+    "pairs",
     "plots",
     "ppo_math",
     "presets",
@@ -19,5 +23,6 @@ __all__ = [
     "report",
     "run",
     "tokenizer",
+    "widgets",
     "world",
 ]

@@ -1,0 +1,131 @@
+"""Tests of the pairs stage: rankings -> preferred-first pairs, merged, split by prompt."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from labkit import pairs
+from labkit.labels import RankingRecord
+
+
+def record(ranking, item_id="i1", labeler="ann", prompt=None, n=None, flags=None, timestamp="2025-01-01T00:00:00+00:00",
+           criterion="helpfulness") -> RankingRecord:
+    ids = sorted(c for g in ranking for c in g)
+    return RankingRecord(item_id=item_id, prompt=prompt or f"prompt of {item_id}", completion_ids=tuple(ids),
+                         completions=tuple(f"reply {c} to {item_id}" for c in ids), labeler=labeler,
+                         criterion=criterion, guideline_version="1", ranking=tuple(tuple(g) for g in ranking),
+                         flags=flags or {}, timestamp=timestamp)
+
+
+def ids(ps):
+    return [(p.chosen_id, p.rejected_id) for p in ps]
+
+
+def test_ranking_of_three_gives_three_pairs_preferred_first():
+    """b > a > c gives (b,a), (b,c), (a,c) with margins 1, 2, 1."""
+    ps = pairs.ranking_pairs(record([["b"], ["a"], ["c"]]))
+    assert [("b", "a"), ("b", "c"), ("a", "c")] == ids(ps)
+    assert [1.0, 2.0, 1.0] == [p.margin for p in ps]
+    assert "reply b to i1" == ps[0].chosen and "reply a to i1" == ps[0].rejected
+
+
+def test_ranking_of_four_gives_six_pairs():
+    """A strict ranking of 4 gives 4 choose 2 = 6 pairs."""
+    assert 6 == len(pairs.ranking_pairs(record([["d"], ["a"], ["c"], ["b"]])))
+
+
+def test_tie_dropped_by_default_and_kept_on_request():
+    """A tie in a ranking of 3 gives 2 pairs; keep_ties adds the tied pair with tie_margin."""
+    rec = record([["b"], ["a", "c"]])
+    assert [("b", "a"), ("b", "c")] == ids(pairs.ranking_pairs(rec))
+    kept = pairs.ranking_pairs(rec, keep_ties=True, tie_margin=0.0)
+    assert 3 == len(kept)
+    assert [0.0] == [p.margin for p in kept if {p.chosen_id, p.rejected_id} == {"a", "c"}]
+
+
+def test_flagged_completions_go_last():
+    """A flagged completion ranked first is placed below every unflagged one."""
+    rec = record([["a"], ["b"], ["c"]], flags={"a": ("nonsensical",)})
+    assert (("b",), ("c",), ("a",)) == pairs.effective_ranking(rec)
+    assert [("b", "c"), ("b", "a"), ("c", "a")] == ids(pairs.ranking_pairs(rec))
+
+
+def test_flagged_keep_their_relative_order():
+    """Two flagged completions keep their order among themselves, below the unflagged one."""
+    rec = record([["a"], ["b"], ["c"]], flags={"a": ("unsafe",), "b": ("nonsensical",)})
+    assert (("c",), ("a",), ("b",)) == pairs.effective_ranking(rec)
+
+
+def test_identical_texts_give_no_pair():
+    """Two completion ids with the same text make no pair (it would say nothing)."""
+    rec = RankingRecord(item_id="i", prompt="p", completion_ids=("a", "b"), completions=("same", "same"),
+                        labeler="x", criterion="helpfulness", guideline_version="1", ranking=(("a",), ("b",)))
+    assert [] == pairs.ranking_pairs(rec)
+
+
+def test_dataset_pair_count_is_sum_of_n_choose_2():
+    """Without ties and merging, the dataset holds sum over rankings of N choose 2 pairs."""
+    recs = [record([["a"], ["b"], ["c"]], item_id=f"i{k}") for k in range(5)]
+    recs += [record([["a"], ["b"], ["c"], ["d"]], item_id=f"j{k}") for k in range(5)]
+    dd = pairs.build_pairs(recs, merge_duplicates=False)
+    assert 5 * math.comb(3, 2) + 5 * math.comb(4, 2) == len(dd["train"]) + len(dd["test"])
+    assert {"prompt", "chosen", "rejected", "margin", "labeler", "item_id"} == set(dd["train"].column_names)
+
+
+def test_no_prompt_in_both_splits():
+    """Train and test share no prompt, and the test split holds about test_fraction of the prompts."""
+    recs = [record([["a"], ["b"], ["c"]], item_id=f"i{k}", labeler=lab) for k in range(20) for lab in ("x", "y")]
+    dd = pairs.build_pairs(recs, test_fraction=0.25, seed=3, merge_duplicates=False)
+    train, test = set(dd["train"]["prompt"]), set(dd["test"]["prompt"])
+    assert set() == train & test
+    assert 5 == len(test) and 15 == len(train)
+
+
+def test_split_is_seeded():
+    """The same seed gives the same split, another seed another one."""
+    recs = [record([["a"], ["b"]], item_id=f"i{k}") for k in range(30)]
+    a, b, c = (set(pairs.build_pairs(recs, seed=s)["test"]["prompt"]) for s in (0, 0, 1))
+    assert a == b and a != c
+
+
+def test_duplicates_across_labelers_merge():
+    """Two labelers with the same ranking give one row per pair, with both names and a count of 2."""
+    recs = [record([["a"], ["b"], ["c"]], labeler=lab) for lab in ("ann", "bob")]
+    dd = pairs.build_pairs(recs, keep_counts=True, test_fraction=0.0)
+    assert 3 == len(dd["train"]) and 0 == len(dd["test"])
+    assert ["ann,bob"] * 3 == dd["train"]["labeler"]
+    assert [2, 2, 2] == dd["train"]["count"]
+
+
+def test_disagreeing_labelers_keep_both_directions():
+    """Opposite preferences are not merged: the reward model sees the disagreement."""
+    recs = [record([["a"], ["b"]], labeler="ann"), record([["b"], ["a"]], labeler="bob")]
+    assert 2 == len(pairs.build_pairs(recs, test_fraction=0.0)["train"])
+
+
+def test_only_the_latest_record_per_labeler_counts():
+    """A corrected ranking replaces the labeler's older one for the same item."""
+    old = record([["a"], ["b"]], timestamp="2025-01-01T00:00:00+00:00")
+    new = record([["b"], ["a"]], timestamp="2025-01-02T00:00:00+00:00")
+    dd = pairs.build_pairs([new, old], test_fraction=0.0)
+    assert ["reply b to i1"] == dd["train"]["chosen"]
+
+
+def test_bad_inputs_raise_clear_errors():
+    """A bad test_fraction, mixed criteria, or all-tie rankings raise ValueError naming the problem."""
+    recs = [record([["a"], ["b"]])]
+    with pytest.raises(ValueError, match="test_fraction"):
+        pairs.build_pairs(recs, test_fraction=1.0)
+    with pytest.raises(ValueError, match="criteria"):
+        pairs.build_pairs(recs + [record([["a"], ["b"]], criterion="harmlessness")])
+    with pytest.raises(ValueError, match="no pairs"):
+        pairs.build_pairs([record([["a", "b"]])])
+
+
+def test_pairs_stage_metrics():
+    """pairs_stage returns the DatasetDict and the train/test pair counts."""
+    recs = [record([["a"], ["b"], ["c"]], item_id=f"i{k}") for k in range(10)]
+    dd, metrics = pairs.pairs_stage(recs, seed=0)
+    assert len(dd["train"]) == metrics["num_train"] and len(dd["test"]) == metrics["num_test"]
+    assert 30 == metrics["num_train"] + metrics["num_test"] == metrics["raw_pairs"]
