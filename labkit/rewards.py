@@ -1,0 +1,377 @@
+"""Rewards: one interface for everything that scores a reply.
+
+Stage: rewards, used by PPO, best-of-N and evaluation. A reward is a callable
+`reward(prompts: list[str], responses: list[str]) -> torch.Tensor` of shape (B,), float32, with a
+`.name`. Rewards read TEXT, not token ids, so a reward model may use another tokenizer than the
+policy (the old TRL PPO loop could not; see DESIGN.md).
+
+Rewards here:
+    ToxicityReward      alt-profanity-check's linear SVM: the non-toxic logit, or 1 - P(toxic)
+    HFClassifierReward  any Hugging Face sequence classifier, the rewarded label found BY NAME
+    GoldReward          the tiny world's gold utility (or one of its terms): the "true" reward
+    PreferenceReward    the preference reward model trained by `reward_model`
+    FunctionReward, WeightedSum, Normalized   wrap, combine and normalise the others
+
+Why label names and not indices: classifiers disagree on which index is "toxic"; a reward wired to
+index 0 of a model whose label 0 is "toxic" rewards toxicity. `resolve_label` reads `id2label`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["FunctionReward", "GoldReward", "HFClassifierReward", "Normalized", "PreferenceReward", "Reward",
+           "ToxicityReward", "WeightedSum", "from_pretrained_or_explain", "nontoxic_logit", "resolve_label",
+           "toxicity_prob"]
+
+
+class Reward:
+    """Base class: subclasses implement `score(prompts, responses)`; calling checks and converts."""
+
+    name: str = "reward"
+
+    def score(self, prompts: list[str], responses: list[str]) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
+        prompts, responses = list(prompts), list(responses)
+        if len(prompts) != len(responses):
+            raise ValueError(f"{self.name}: got {len(prompts)} prompts and {len(responses)} responses; "
+                             "pass one prompt per response (repeat a prompt for its several responses)")
+        if not responses:
+            return torch.zeros(0, dtype=torch.float32)
+        scores = torch.as_tensor(np.asarray(self.score(prompts, responses), dtype=np.float32)).reshape(-1)
+        if scores.numel() != len(responses):
+            raise ValueError(f"{self.name}: score returned {scores.numel()} values for {len(responses)} responses")
+        return scores
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class FunctionReward(Reward):
+    """A plain function `fn(prompts, responses) -> sequence of floats` as a reward."""
+
+    def __init__(self, fn: Callable[[list[str], list[str]], Any], name: str | None = None):
+        if not callable(fn):
+            raise ValueError(f"fn must be callable as fn(prompts, responses), got {type(fn).__name__}")
+        self.fn, self.name = fn, name or getattr(fn, "__name__", "function")
+
+    def score(self, prompts, responses):
+        out = self.fn(prompts, responses)
+        return out.detach().float().cpu().numpy() if isinstance(out, torch.Tensor) else out
+
+
+class WeightedSum(Reward):
+    """sum_i weight_i * reward_i: e.g. a preference reward plus a toxicity penalty."""
+
+    def __init__(self, rewards: Sequence[Callable], weights: Sequence[float], name: str | None = None):
+        rewards, weights = list(rewards), [float(w) for w in weights]
+        if not rewards or len(rewards) != len(weights):
+            raise ValueError(f"WeightedSum needs one weight per reward, got {len(rewards)} rewards and "
+                             f"{len(weights)} weights")
+        self.rewards, self.weights = rewards, weights
+        self.name = name or " + ".join(f"{w:g}*{getattr(r, 'name', 'reward')}" for r, w in zip(rewards, weights))
+
+    def components(self, prompts, responses) -> dict[str, torch.Tensor]:
+        """Each component's unweighted scores, keyed by its name (for logging what PPO optimises)."""
+        return {getattr(r, "name", f"reward_{i}"): torch.as_tensor(r(prompts, responses)).float().cpu()
+                for i, r in enumerate(self.rewards)}
+
+    def score(self, prompts, responses):
+        parts = [torch.as_tensor(r(prompts, responses)).float().cpu() for r in self.rewards]
+        return sum(w * p for w, p in zip(self.weights, parts)).numpy()
+
+
+class Normalized(Reward):
+    """(reward - running mean) / (running std + eps), the statistics updated on every call.
+
+    With `momentum=None` the statistics are exact running ones (Welford / Chan et al. parallel
+    update over batches); with a momentum in (0, 1) they are exponential moving averages that
+    follow a drifting reward. Set `.update = False` for evaluation: the statistics freeze.
+    `state_dict()` / `load_state_dict()` let a PPO checkpoint resume with the same statistics.
+    """
+
+    def __init__(self, reward: Callable, eps: float = 1e-8, momentum: float | None = None, name: str | None = None):
+        if momentum is not None and not 0.0 < momentum < 1.0:
+            raise ValueError(f"momentum must be in (0, 1) or None (exact running statistics), got {momentum}")
+        self.reward, self.eps, self.momentum = reward, eps, momentum
+        self.name = name or f"normalized({getattr(reward, 'name', 'reward')})"
+        self.update = True
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    @property
+    def std(self) -> float:
+        """The running standard deviation (1.0 before any statistics, so an unseen reward passes unchanged)."""
+        if self.count == 0:
+            return 1.0
+        if self.momentum is not None:
+            return math.sqrt(self.m2)  # m2 holds the EMA variance in this mode
+        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+
+    def _update(self, x: np.ndarray) -> None:
+        n, mean, var = len(x), float(x.mean()), float(x.var())
+        if self.momentum is not None:
+            if self.count == 0:
+                self.mean, self.m2 = mean, var
+            else:
+                m = self.momentum
+                self.mean, self.m2 = (1 - m) * self.mean + m * mean, (1 - m) * self.m2 + m * var
+            self.count += n
+            return
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean += delta * n / total
+        self.m2 += var * n + delta ** 2 * self.count * n / total
+        self.count = total
+
+    def score(self, prompts, responses):
+        raw = torch.as_tensor(self.reward(prompts, responses)).float().cpu().numpy()
+        if self.update:
+            self._update(raw.astype(np.float64))
+        return (raw - self.mean) / (self.std + self.eps)
+
+    def state_dict(self) -> dict:
+        return {"count": self.count, "mean": self.mean, "m2": self.m2}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
+
+
+# -- alt-profanity-check ------------------------------------------------------------------------
+
+def _profanity_check():
+    try:
+        with warnings.catch_warnings():  # the pickled SVM was made by an older sklearn; it still loads fine
+            warnings.simplefilter("ignore")
+            from profanity_check import profanity_check as pc
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError("the toxicity reward needs alt-profanity-check: pip install alt-profanity-check") from err
+    return pc
+
+
+def nontoxic_logit(texts: Sequence[str]) -> np.ndarray:
+    """The SVM's decision value for the NON-toxic class (higher = less toxic), averaged over its folds.
+
+    `pc.model` is a CalibratedClassifierCV over LinearSVCs, classes_ [0 (clean), 1 (offensive)]; each
+    fold's `decision_function` is positive for "offensive", so we negate it.
+    """
+    pc = _profanity_check()
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros(0)
+    x = pc.vectorizer.transform(texts)
+    folds = pc.model.calibrated_classifiers_
+    # sklearn >= 1.2 names the fitted fold `estimator`; older versions `base_estimator`
+    values = [getattr(c, "estimator", None) or getattr(c, "base_estimator") for c in folds]
+    return -np.mean([est.decision_function(x) for est in values], axis=0)
+
+
+def toxicity_prob(texts: Sequence[str]) -> np.ndarray:
+    """P(toxic) of each text by alt-profanity-check's calibrated SVM (what evaluation reports)."""
+    pc = _profanity_check()
+    texts = [str(t) for t in texts]
+    return np.asarray(pc.predict_prob(texts), dtype=float) if texts else np.zeros(0)
+
+
+class ToxicityReward(Reward):
+    """Reward for NOT being toxic: the SVM's non-toxic logit ("logit") or 1 - P(toxic) ("prob").
+
+    Scores the response only. The logit is unbounded, so PPO keeps a gradient signal on replies
+    that are already clean; the probability saturates at 1.
+    """
+
+    def __init__(self, kind: str = "logit", name: str | None = None):
+        if kind not in ("logit", "prob"):
+            raise ValueError(f"kind must be 'logit' or 'prob', got {kind!r}")
+        self.kind = kind
+        self.name = name or f"nontoxic_{kind}"
+        _profanity_check()  # fail now, not in the middle of PPO
+
+    def score(self, prompts, responses):
+        return nontoxic_logit(responses) if self.kind == "logit" else 1.0 - toxicity_prob(responses)
+
+
+# -- Hugging Face classifiers ------------------------------------------------------------------
+
+def _norm(label: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(label).lower())
+
+
+_ALIASES: dict[str, tuple[set[str], set[str]]] = {
+    # rewarded name -> (names that mean the same, names that mean the opposite)
+    "nontoxic": ({"nontoxic", "nottoxic", "neutral", "clean", "safe", "normal", "nonhate", "nothate", "nonoffensive",
+                  "notoffensive", "ok"},
+                 {"toxic", "toxicity", "hate", "hateful", "offensive", "abusive", "profane", "unsafe"}),
+    "positive": ({"positive", "pos"}, {"negative", "neg"}),
+}
+
+
+def resolve_label(id2label: dict, positive_label: str) -> tuple[int, int]:
+    """(index, sign) of the label to reward in `id2label`, matched by NAME, never by position.
+
+    sign +1: the label itself was found; sign -1: only its opposite was (e.g. just "toxic"), so the
+    reward is the negated score of that. ValueError listing the labels when nothing matches.
+    """
+    want = _norm(positive_label)
+    same, opposite = {want}, set()
+    for key, (aliases, inverse) in _ALIASES.items():
+        if want == key or want in aliases:
+            same |= aliases | {key}
+            opposite |= inverse
+        elif want in inverse:
+            same |= inverse
+            opposite |= aliases | {key}
+    if not opposite:  # a label outside the table: "x" <-> "notx"/"nonx"
+        opposite = {want[3:]} if want.startswith(("not", "non")) else {"not" + want, "non" + want}
+    labels = {int(i): _norm(name) for i, name in id2label.items()}
+    for names, sign in ((same, 1), (opposite, -1)):
+        if want in labels.values() and sign == 1:
+            return next(i for i, n in labels.items() if n == want), 1
+        hits = [i for i, n in sorted(labels.items()) if n in names]
+        if len(hits) == 1:
+            return hits[0], sign
+        if len(hits) > 1:
+            raise ValueError(f"labels {[id2label[i] for i in hits]} all match {positive_label!r}: pass the exact "
+                             f"label name as positive_label (labels: {dict(id2label)})")
+    raise ValueError(f"no label of the classifier matches {positive_label!r} (or its opposite); its labels are "
+                     f"{dict(id2label)}: pass positive_label= the name of the label to reward")
+
+
+def _offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover - very old huggingface_hub
+        return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
+
+
+def from_pretrained_or_explain(loader: Callable, name_or_path: str | Path, **kwargs: Any):
+    """`loader(name_or_path, **kwargs)`; a hub id that cannot be fetched gets an error saying how to go offline."""
+    try:
+        return loader(str(name_or_path), **kwargs)
+    except OSError as err:
+        if Path(name_or_path).exists():
+            raise
+        why = ("you are offline (HF_HUB_OFFLINE=1)" if _offline()
+               else "the Hugging Face hub is unreachable or has no such model")
+        raise OSError(f"cannot load {str(name_or_path)!r}: it is not a local folder and {why}. Download it once "
+                      f"where there is network (`huggingface-cli download {name_or_path} --local-dir DIR`, or "
+                      "`model.save_pretrained(DIR)` and `tokenizer.save_pretrained(DIR)`), then pass the local "
+                      "folder DIR instead of the hub id.") from err
+
+
+def _device(device: str | None) -> str:
+    from labkit.config import resolve_device
+
+    return resolve_device(device or "auto")
+
+
+class HFClassifierReward(Reward):
+    """Any Hugging Face sequence classifier (hub id or folder) as a reward for one label, found by name.
+
+    kind "logit": the label's log-odds (for a softmax head, its logit minus the log-sum-exp of the
+    other logits; for a multi-label sigmoid head, its logit), negated if only the opposite label
+    exists; kind "prob": its probability, or 1 - P(opposite).
+    """
+
+    def __init__(self, model_name_or_path: str | Path, positive_label: str = "non-toxic", device: str | None = None,
+                 kind: str = "logit", batch_size: int = 32, max_length: int = 256, include_prompt: bool = False,
+                 name: str | None = None):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if kind not in ("logit", "prob"):
+            raise ValueError(f"kind must be 'logit' or 'prob', got {kind!r}")
+        self.device = _device(device)
+        self.tokenizer = from_pretrained_or_explain(AutoTokenizer.from_pretrained, model_name_or_path)
+        self.model = from_pretrained_or_explain(AutoModelForSequenceClassification.from_pretrained,
+                                                model_name_or_path).to(self.device).eval()
+        self.index, self.sign = resolve_label(self.model.config.id2label, positive_label)
+        self.kind, self.batch_size, self.max_length, self.include_prompt = kind, batch_size, max_length, include_prompt
+        label = self.model.config.id2label[self.index]
+        self.name = name or f"{Path(str(model_name_or_path)).name}:{'' if self.sign > 0 else 'not '}{label}"
+
+    @torch.no_grad()
+    def score(self, prompts, responses):
+        out = []
+        multi = self.model.config.problem_type == "multi_label_classification"
+        for start in range(0, len(responses), self.batch_size):
+            texts = responses[start:start + self.batch_size]
+            args = (prompts[start:start + self.batch_size], texts) if self.include_prompt else (texts,)
+            enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt").to(self.device)
+            logits = self.model(**enc).logits.float()  # (B, num_labels)
+            if multi or logits.shape[-1] == 1:
+                log_odds = logits[:, self.index]
+            else:
+                others = torch.cat([logits[:, :self.index], logits[:, self.index + 1:]], dim=-1)
+                log_odds = logits[:, self.index] - torch.logsumexp(others, dim=-1)
+            if self.kind == "logit":
+                value = self.sign * log_odds
+            else:
+                prob = torch.sigmoid(log_odds)  # softmax prob of the label == sigmoid of its log-odds
+                value = prob if self.sign > 0 else 1.0 - prob
+            out.append(value.cpu())
+        return torch.cat(out).numpy()
+
+
+# -- the tiny world's gold reward and the preference reward model --------------------------------
+
+class GoldReward(Reward):
+    """The tiny world's gold utility (or one term of it) as a reward: the truth a proxy is measured against."""
+
+    def __init__(self, world: Any = None, term: str = "utility", name: str | None = None):
+        from labkit import world as world_mod
+
+        terms = [f.name for f in dataclasses.fields(world_mod.GoldScore)]
+        if term not in terms:
+            raise ValueError(f"term must be one of {terms}, got {term!r}")
+        self.world = world if world is not None else world_mod.load()
+        self.term = term
+        self.name = name or f"gold_{term}"
+
+    def score(self, prompts, responses):
+        return [getattr(self.world.gold(p, r), self.term) for p, r in zip(prompts, responses)]
+
+
+class PreferenceReward(Reward):
+    """The preference reward model (`reward_model.train_reward_model`) scoring prompt + response."""
+
+    def __init__(self, model_dir_or_model: Any, tokenizer: Any = None, batch_size: int = 32,
+                 max_length: int | None = None, device: str | None = None, name: str = "preference_rm"):
+        from labkit import reward_model
+
+        if isinstance(model_dir_or_model, (str, Path)):
+            model, loaded_tok, manifest_max_length = reward_model.load_with_settings(model_dir_or_model)
+            tokenizer = tokenizer or loaded_tok
+            max_length = max_length or manifest_max_length
+        else:
+            model = model_dir_or_model
+            if tokenizer is None:
+                raise ValueError("PreferenceReward(model) needs tokenizer=: pass the tokenizer the reward model "
+                                 "was trained with (or pass the saved folder instead of the model)")
+        self.model = model.to(_device(device)).eval()
+        self.tokenizer, self.batch_size = tokenizer, batch_size
+        self.max_length = max_length or reward_model.RewardModelConfig.max_length
+        self.name = name
+
+    def score(self, prompts, responses):
+        from labkit import reward_model
+
+        return reward_model.score(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size,
+                                  max_length=self.max_length).numpy()
+
+    def save(self, folder: str | Path, **kwargs: Any) -> Path:
+        """Save the wrapped model and tokenizer (see `reward_model.save`)."""
+        from labkit import reward_model
+
+        return reward_model.save(self.model, self.tokenizer, folder, **kwargs)
