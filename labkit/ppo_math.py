@@ -8,6 +8,9 @@ Ziegler et al. 2019 (per-token KL penalty for language models), John Schulman's 
 "Approximating KL divergence" (the k1/k3 estimators), and the loops these functions mirror:
 cleanrl `ppo.py` and the old TRL `PPOTrainer` (`trl/trainer/ppo_trainer.py`, `trl/trainer/utils.py`).
 
+Also here: nucleus (top-p) filtering for the sampler, and the fixed and adaptive controllers of
+the KL coefficient beta (plain python state, no tensors).
+
 Masks are 1 for real response tokens and 0 for padding after the first EOS; `truncate_after_eos`
 makes them, so every mask here is a prefix of ones followed by zeros.
 """
@@ -16,6 +19,8 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
     "entropy_from_logits",
     "explained_variance",
     "gae",
@@ -24,6 +29,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "top_p_filter",
     "truncate_after_eos",
     "value_loss",
 ]
@@ -146,3 +152,43 @@ def truncate_after_eos(response_ids: torch.Tensor, eos_id: int | None,
     eos_before = is_eos.cumsum(dim=1) - is_eos  # EOS tokens strictly before each position
     mask = eos_before == 0
     return torch.where(mask, response_ids, torch.full_like(response_ids, pad_id)), mask
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Logits with everything outside the top-p nucleus set to -inf (the top token always stays)."""
+    sorted_logits, order = torch.sort(logits, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    outside = probs.cumsum(-1) - probs >= top_p  # the nucleus is already full before this token (as HF)
+    sorted_logits = sorted_logits.masked_fill(outside, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+class FixedKLController:
+    """beta stays at its initial value."""
+
+    def __init__(self, init_kl_coef: float):
+        self.value = init_kl_coef
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.value = state["value"]
+
+
+class AdaptiveKLController(FixedKLController):
+    """Ziegler et al. 2019, section 2.2: move beta so that the measured KL tracks `target`.
+
+    error = clip(KL / target - 1, -0.2, 0.2); beta <- beta * (1 + error * n_steps / horizon).
+    """
+
+    def __init__(self, init_kl_coef: float, target: float, horizon: int):
+        super().__init__(init_kl_coef)
+        self.target, self.horizon = target, horizon
+
+    def update(self, current_kl: float, n_steps: int) -> None:
+        proportional_error = min(max(current_kl / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + proportional_error * n_steps / self.horizon

@@ -1,0 +1,603 @@
+"""PPO: fine-tune a policy against any reward callable, with a per-token KL penalty.
+
+Inputs: a causal LM and its tokenizer, raw user prompts, and `reward_fn(prompts, responses) ->
+tensor (B,)` that reads *text* (so the reward model may use any tokenizer, or be plain Python).
+Output: `PPOResult` (the trained policy, its value head, one metrics dict per step), plus
+`output_dir/metrics.jsonl` and a resumable `output_dir/checkpoint/`.
+
+The step reads top to bottom in the chapter's order: 1. rollout, 2. score, 3. log-probs and
+values, 4. KL-penalised rewards, 5. GAE advantages, 6. PPO epochs, 7. log. It follows Ziegler et
+al. 2019 ("Fine-Tuning Language Models from Human Preferences"), the old TRL `PPOTrainer`
+(removed in TRL 1.13) and cleanrl's `ppo.py`; the tensor maths lives in `labkit.ppo_math`.
+
+With LoRA (the default) the reference model is the policy with its adapters switched off, so the
+frozen copy costs nothing; full fine-tuning keeps a frozen deep copy instead.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from labkit.config import seed_everything
+from labkit.models import add_lora, chat_prompts, disabled_adapter, position_ids
+from labkit.ppo_math import (KL_ESTIMATORS, AdaptiveKLController, FixedKLController, entropy_from_logits,
+                             explained_variance, gae, kl_penalty, masked_mean, masked_whiten, policy_loss,
+                             top_p_filter, truncate_after_eos, value_loss)
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "METRIC_DOCS",
+    "PPOConfig",
+    "PPOResult",
+    "PPOTrainer",
+    "ValueHead",
+    "ppo_stage",
+    "sample_responses",
+    "train",
+]
+
+
+@dataclass
+class PPOConfig:
+    """Every knob of labkit's PPO loop; the defaults run the tiny preset on a CPU in minutes."""
+
+    learning_rate: float = 1e-3
+    """AdamW step size for the trainable weights (LoRA adapters + value head); use ~1e-5 for full fine-tuning."""
+    batch_size: int = 32
+    """Prompts per rollout (one response each): the samples behind one PPO step."""
+    mini_batch_size: int = 16
+    """Responses per gradient step; batch_size / mini_batch_size updates per PPO epoch."""
+    ppo_epochs: int = 2
+    """Passes over each rollout batch before sampling fresh responses."""
+    gamma: float = 1.0
+    """Discount factor; 1.0 because the episode is one short response and only its end is scored."""
+    lam: float = 0.95
+    """GAE lambda: 1 is Monte-Carlo returns (low bias, high variance), 0 is one-step TD."""
+    clip_range: float = 0.2
+    """PPO's epsilon: the probability ratio is clipped to [1 - eps, 1 + eps]."""
+    clip_range_value: float = 0.2
+    """How far a value prediction may move from its rollout value before its loss is clipped."""
+    vf_coef: float = 0.1
+    """Weight of the value loss in the total loss (small: the shared trunk also serves the policy)."""
+    ent_coef: float = 0.001
+    """Weight of the entropy bonus (subtracted from the loss); keeps sampling diverse."""
+    max_grad_norm: float = 1.0
+    """Gradients are rescaled to at most this global L2 norm before each optimizer step."""
+    kl_coef: float = 0.05
+    """beta: per-token penalty beta * KL(policy || reference) subtracted from the reward (initial value if adaptive)."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator used in the penalty: "k1" (log ratio), "k3", "abs" or "mse" (see ppo_math.kl_penalty)."""
+    adaptive_kl: bool = False
+    """Adapt beta towards `target_kl` (Ziegler et al. 2019) instead of keeping it fixed."""
+    target_kl: float = 6.0
+    """Target per-sequence KL (nats) for the adaptive controller (Ziegler et al. used 6)."""
+    kl_horizon: int = 10000
+    """Adaptive controller horizon in samples: larger means beta changes more slowly."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs of policy and reference use the same logits / temperature."""
+    top_p: float = 1.0
+    """Nucleus sampling threshold (1.0 = sample from the full distribution, which PPO's maths assumes)."""
+    max_new_tokens: int = 48
+    """Longest response in tokens; responses stop earlier at EOS."""
+    total_steps: int = 40
+    """PPO steps (rollout + update) in the whole run, counting steps done before a resume."""
+    whiten_rewards: bool = False
+    """Rescale per-token rewards to unit variance before GAE (keeps their mean)."""
+    lora: bool = True
+    """Train LoRA adapters (reference = adapters off, no copy); False fine-tunes every weight against a frozen copy."""
+    lora_r: int = 8
+    """LoRA rank."""
+    lora_alpha: int = 16
+    """LoRA scaling numerator: the adapter update is scaled by lora_alpha / lora_r."""
+    lora_target_modules: list[str] | None = None
+    """Modules that get adapters; None means every linear layer except the LM head."""
+    value_head: str = "shared"
+    """"shared": a Linear on the policy's last hidden state (no extra model, but value gradients also move
+    the policy's adapters; hence the small vf_coef). "separate": a copy of the initial model as critic
+    (value and policy cannot interfere, at twice the memory and forward cost)."""
+    seed: int = 0
+    """Seed for adapter init, prompt order, sampling and minibatch shuffling: a CPU run repeats exactly."""
+    log_every: int = 1
+    """Print a one-line summary every this many steps (0 = silent)."""
+    sample_table_every: int = 10
+    """Print a query | response | score | kl table every this many steps (0 = never)."""
+    checkpoint_every: int = 10
+    """Save a resumable checkpoint every this many steps and at the end (0 = only at the end)."""
+    output_dir: str | None = None
+    """Folder for metrics.jsonl and checkpoint/; None keeps everything in memory (no resume)."""
+
+    def __post_init__(self):
+        checks = [
+            (self.batch_size >= 2, "batch_size must be at least 2 (advantages are whitened over the batch)"),
+            (self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
+             f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})"),
+            (self.ppo_epochs >= 1, "ppo_epochs must be at least 1"),
+            (self.temperature > 0, "temperature must be > 0 (PPO needs a sampling distribution)"),
+            (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
+            (self.max_new_tokens >= 1, "max_new_tokens must be at least 1"),
+            (self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}"),
+            (self.value_head in ("shared", "separate"), "value_head must be 'shared' or 'separate'"),
+            (self.total_steps >= 0, "total_steps must be >= 0"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"PPOConfig: {message}")
+
+
+METRIC_DOCS: dict[str, str] = {
+    "objective/kl": "mean over responses of the summed per-token k1 = log p(y) - log p_ref(y): how far the "
+                    "policy has moved from the reference",
+    "objective/kl_k3": "the same KL from the k3 estimator (r - 1) - log r, never negative per token; agrees "
+                       "with k1 on average",
+    "objective/scores": "mean reward-function score of the responses (what we want up)",
+    "objective/non_score_reward": "mean summed KL penalty -beta * KL per response (the price paid for moving)",
+    "objective/rlhf_reward": "scores + non_score_reward: the quantity PPO actually maximises",
+    "objective/entropy": "mean over responses of -sum log p(y): the surprise of the sampled responses, in nats",
+    "policy/entropy": "mean per-token entropy of the policy's next-token distribution during the update",
+    "policy/clipfrac": "fraction of tokens whose probability ratio hit the clip range (high = updates too big)",
+    "policy/approxkl": "0.5 * mean (log ratio)^2 between the rollout policy and the updated policy",
+    "loss/policy": "clipped surrogate loss, averaged over minibatches",
+    "loss/value": "clipped value loss 0.5 * (V - return)^2, averaged over minibatches",
+    "val/mean": "mean value prediction over response tokens at rollout time",
+    "val/clipfrac": "fraction of tokens whose value loss was clipped",
+    "val/explained_var": "1 - Var(return - V) / Var(return): how much of the return the critic predicts (1 is perfect)",
+    "ppo/kl_coef": "beta used in this step's penalty (changes only with adaptive_kl)",
+    "ppo/mean_response_len": "mean response length in tokens, EOS included",
+    "time/step": "seconds for the whole step",
+    "time/rollout": "seconds for steps 1-5: sampling, scoring, reference log-probs, advantages",
+    "time/update": "seconds for step 6: the PPO epochs",
+    "samples_per_second": "responses processed per second (batch_size / time/step)",
+    "step": "PPO steps done so far (1-based)",
+}
+
+
+class ValueHead(nn.Module):
+    """V(s_t): one Linear from a hidden state to a scalar, zero-initialised so the first values are 0.
+
+    Zero init also means the value loss sends no gradient into a shared trunk until the head has
+    learnt something, so the first updates do not disturb the policy.
+    """
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.summary = nn.Linear(hidden_size, 1)
+        nn.init.zeros_(self.summary.weight)
+        nn.init.zeros_(self.summary.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.summary(hidden.to(self.summary.weight.dtype)).squeeze(-1)  # (B, T)
+
+
+@dataclass
+class PPOResult:
+    """What a PPO run returns."""
+
+    policy: nn.Module
+    """The trained policy (a peft model when cfg.lora)."""
+    value_head: ValueHead
+    """The trained value head."""
+    metrics: list[dict[str, float]]
+    """One metrics dict per step, keys explained in METRIC_DOCS."""
+    samples: list[tuple[str, str, float, float]] = field(default_factory=list)
+    """The last step's (prompt, response, score, kl) tuples."""
+    output_dir: Path | None = None
+    """Where metrics.jsonl and checkpoint/ were written, if anywhere."""
+
+
+@torch.no_grad()
+def sample_responses(model, query_ids: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
+                     eos_id: int | None, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Sample (B, <= max_new_tokens) response ids with a KV cache; finished rows are padded.
+
+    A plain loop instead of `model.generate`: as fast or a little faster on small models (measured
+    0.26 s vs 0.29 s for 32 x 48 tokens of a 2M-parameter Llama on 2 CPU threads), readable, and it
+    draws from its own `generator`, so a resumed run continues the exact random stream.
+    """
+    attention_mask = query_mask.long()
+    positions = position_ids(attention_mask)
+    out = model(input_ids=query_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    finished = torch.zeros(query_ids.shape[0], dtype=torch.bool, device=query_ids.device)
+    tokens = []
+    next_position = positions[:, -1:] + 1
+    for _ in range(max_new_tokens):
+        logits = out.logits[:, -1, :].float() / temperature  # (B, V)
+        if top_p < 1.0:
+            logits = top_p_filter(logits, top_p)
+        next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+        next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
+        tokens.append(next_token)
+        if eos_id is not None:
+            finished |= next_token == eos_id
+        if bool(finished.all()):
+            break
+        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
+        out = model(input_ids=next_token[:, None], attention_mask=attention_mask, position_ids=next_position,
+                    past_key_values=out.past_key_values, use_cache=True)
+        next_position = next_position + 1
+    return torch.stack(tokens, dim=1)
+
+
+def _hidden_size(model) -> int:
+    return getattr(model.config, "hidden_size", None) or model.get_input_embeddings().embedding_dim
+
+
+class PPOTrainer:
+    """Owns the models, optimizer and KL controller; `step()` is one numbered PPO iteration."""
+
+    def __init__(self, policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: PPOConfig | None = None,
+                 callbacks: Sequence[Any] = ()):
+        self.cfg = cfg = cfg or PPOConfig()
+        if len(prompts) == 0:
+            raise ValueError("prompts is empty: PPO needs at least one user prompt to sample responses for")
+        if not callable(reward_fn):
+            raise ValueError(f"reward_fn must be callable as reward_fn(prompts, responses) -> tensor (B,), "
+                             f"got {type(reward_fn).__name__}")
+        if tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (models.prepare_tokenizer does)")
+        self.tokenizer, self.reward_fn, self.callbacks = tokenizer, reward_fn, list(callbacks)
+        self.prompts = list(prompts)
+        self.rendered = chat_prompts(tokenizer, self.prompts)
+        self.device = next(policy.parameters()).device
+        seed_everything(cfg.seed)  # adapter init is random: seed it so a rebuilt run starts identical
+
+        # Models. Dropout off everywhere: it would make log-probs differ between rollout and update.
+        is_peft = hasattr(policy, "peft_config")
+        self.ref_model = None
+        if cfg.lora and not is_peft:
+            policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0,
+                              target_modules=cfg.lora_target_modules)
+        elif not cfg.lora:
+            if is_peft:
+                raise ValueError("cfg.lora is False but the policy already has LoRA adapters: pass the base model")
+            self.ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.policy = policy.eval()
+        self.value_model = None
+        if cfg.value_head == "separate":
+            self.value_model = copy.deepcopy(policy).eval()
+        self.value_head = ValueHead(_hidden_size(policy)).to(self.device)
+        trainable = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        if self.value_model is not None:
+            trainable += [p for p in self.value_model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, eps=1e-5)  # eps as cleanrl
+        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
+                       else FixedKLController(cfg.kl_coef))
+        self.sample_rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        self.shuffle_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step_count = 0
+        self.metrics: list[dict[str, float]] = []
+        self.last_samples: list[tuple[str, str, float, float]] = []
+        self.output_dir = Path(cfg.output_dir) if cfg.output_dir else None
+
+    # -- forward passes ------------------------------------------------------------------------
+    def _forward(self, input_ids, attention_mask, response_len: int, reference: bool = False):
+        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)."""
+        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+                      logits_to_keep=response_len + 1)
+        if reference:
+            if self.ref_model is not None:
+                return self.ref_model(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
+            with disabled_adapter(self.policy):
+                return self.policy(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
+        out = self.policy(**kwargs, output_hidden_states=True)
+        logits = out.logits[:, :-1].float() / self.cfg.temperature
+        # V(s_t) reads the same position whose logits choose token t: the state before the action.
+        if self.value_model is None:
+            hidden = out.hidden_states[-1]
+        else:
+            hidden = self.value_model(**{**kwargs, "logits_to_keep": 1}, output_hidden_states=True).hidden_states[-1]
+        values = self.value_head(hidden[:, -response_len - 1:-1]).float()
+        return logits, values
+
+    @staticmethod
+    def _logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+    def _score(self, queries: list[str], responses: list[str]) -> torch.Tensor:
+        scores = self.reward_fn(queries, responses)
+        scores = torch.as_tensor(scores, dtype=torch.float32).detach().to(self.device)
+        if scores.numel() != len(responses):
+            raise ValueError(f"reward_fn returned {tuple(scores.shape)} for {len(responses)} responses: it must "
+                             "return one score per response, a tensor of shape (B,)")
+        if not torch.isfinite(scores).all():
+            raise ValueError("reward_fn returned a nan or inf score; clip or fix the reward before PPO sees it")
+        return scores.reshape(-1)
+
+    # -- one PPO iteration ---------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        cfg, tok = self.cfg, self.tokenizer
+        t_start = time.perf_counter()
+
+        # 1. rollout: a seeded batch of prompts, chat-templated, left padded; sample and truncate after EOS.
+        prompt_rng = np.random.default_rng([cfg.seed, self.step_count])
+        idx = prompt_rng.choice(len(self.prompts), cfg.batch_size, replace=len(self.prompts) < cfg.batch_size)
+        queries = [self.prompts[i] for i in idx]
+        enc = tok([self.rendered[i] for i in idx], return_tensors="pt", padding=True, padding_side="left",
+                  add_special_tokens=False).to(self.device)
+        b_query, b_query_mask = enc["input_ids"], enc["attention_mask"]
+        raw = sample_responses(self.policy, b_query, b_query_mask, cfg.max_new_tokens, tok.eos_token_id,
+                               tok.pad_token_id, cfg.temperature, cfg.top_p, self.sample_rng)
+        b_response, b_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
+        b_input_ids = torch.cat([b_query, b_response], dim=1)
+        b_attention = torch.cat([b_query_mask, b_mask.long()], dim=1)
+        T = b_response.shape[1]
+        mask = b_mask.float()
+
+        # 2. score: the reward function reads text, so its tokenizer need not be ours.
+        responses = [r.strip() for r in tok.batch_decode(b_response, skip_special_tokens=True)]
+        scores = self._score(queries, responses)
+
+        # 3. log-probs of the sampled tokens under policy and reference (same temperature), and values.
+        with torch.no_grad():
+            b_logp, b_values, b_ref_logp = [], [], []
+            for s in range(0, cfg.batch_size, cfg.mini_batch_size):  # chunks bound the activation memory
+                rows = slice(s, s + cfg.mini_batch_size)
+                logits, values = self._forward(b_input_ids[rows], b_attention[rows], T)
+                ref_logits, _ = self._forward(b_input_ids[rows], b_attention[rows], T, reference=True)
+                b_logp.append(self._logprobs(logits, b_response[rows]))
+                b_ref_logp.append(self._logprobs(ref_logits, b_response[rows]))
+                b_values.append(values)
+            b_logp, b_values, b_ref_logp = (torch.cat(x) * mask for x in (b_logp, b_values, b_ref_logp))
+
+            # 4. rewards: -beta * KL on every token, plus the score on the last one (the EOS, or the cut-off).
+            kl_coef = self.kl_ctl.value
+            kl = kl_penalty(b_logp, b_ref_logp, "k1") * mask
+            non_score_reward = -kl_coef * kl_penalty(b_logp, b_ref_logp, cfg.kl_estimator) * mask
+            b_rewards = non_score_reward.clone()
+            last = b_mask.long().sum(1) - 1
+            b_rewards[torch.arange(cfg.batch_size, device=self.device), last] += scores
+            if cfg.whiten_rewards:
+                b_rewards = masked_whiten(b_rewards, mask, shift_mean=False) * mask
+
+            # 5. advantages with GAE, whitened over the batch; returns are the value targets.
+            b_advantages, b_returns = gae(b_rewards, b_values, mask, cfg.gamma, cfg.lam)
+            b_advantages = masked_whiten(b_advantages, mask) * mask
+        t_rollout = time.perf_counter() - t_start
+
+        # 6. PPO epochs over shuffled minibatches.
+        # The models stay in eval mode: gradients flow all the same, and no dropout can slip in.
+        stats = {"pg_loss": [], "v_loss": [], "clipfrac": [], "approxkl": [], "vf_clipfrac": [], "entropy": []}
+        for _epoch in range(cfg.ppo_epochs):
+            order = torch.randperm(cfg.batch_size, generator=self.shuffle_rng).to(self.device)
+            for s in range(0, cfg.batch_size, cfg.mini_batch_size):
+                mb = order[s:s + cfg.mini_batch_size]
+                mb_mask = mask[mb]
+                logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
+                mb_logp = self._logprobs(logits, b_response[mb])
+                pg_loss, clipfrac, approxkl = policy_loss(mb_logp, b_logp[mb], b_advantages[mb], mb_mask,
+                                                          cfg.clip_range)
+                v_loss, vf_clipfrac = value_loss(mb_values, b_values[mb], b_returns[mb], mb_mask,
+                                                 cfg.clip_range_value)
+                entropy = masked_mean(entropy_from_logits(logits), mb_mask)
+                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
+                                         cfg.max_grad_norm)
+                self.optimizer.step()
+                for key, value in zip(stats, (pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy)):
+                    stats[key].append(value.item())
+        t_update = time.perf_counter() - t_start - t_rollout
+
+        # 7. log: one flat dict per step (METRIC_DOCS explains each key); adapt beta afterwards.
+        self.step_count += 1
+        seq_kl = kl.sum(1)
+        t_step = time.perf_counter() - t_start
+        metrics = {
+            "objective/kl": seq_kl.mean().item(),
+            "objective/kl_k3": (kl_penalty(b_logp, b_ref_logp, "k3") * mask).sum(1).mean().item(),
+            "objective/scores": scores.mean().item(),
+            "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
+            "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean().item(),
+            "objective/entropy": (-b_logp * mask).sum(1).mean().item(),
+            "policy/entropy": fmean(stats["entropy"]),
+            "policy/clipfrac": fmean(stats["clipfrac"]),
+            "policy/approxkl": fmean(stats["approxkl"]),
+            "loss/policy": fmean(stats["pg_loss"]),
+            "loss/value": fmean(stats["v_loss"]),
+            "val/mean": masked_mean(b_values, mask).item(),
+            "val/clipfrac": fmean(stats["vf_clipfrac"]),
+            "val/explained_var": explained_variance(b_values, b_returns, mask).item(),
+            "ppo/kl_coef": float(kl_coef),
+            "ppo/mean_response_len": mask.sum(1).mean().item(),
+            "time/step": t_step,
+            "time/rollout": t_rollout,
+            "time/update": t_update,
+            "samples_per_second": cfg.batch_size / t_step,
+            "step": self.step_count,
+        }
+        self.kl_ctl.update(metrics["objective/kl"], n_steps=cfg.batch_size)
+        self.last_samples = list(zip(queries, responses, scores.tolist(), seq_kl.tolist()))
+        self.metrics.append(metrics)
+        return metrics
+
+    # -- the run -------------------------------------------------------------------------------
+    def train(self, resume: bool = True) -> PPOResult:
+        """Run (or resume) until `cfg.total_steps`, logging, calling back and checkpointing as configured."""
+        cfg = self.cfg
+        if self.output_dir is not None:
+            self._start_output(resume)
+        while self.step_count < cfg.total_steps:
+            metrics = self.step()
+            self._log(metrics)
+            if self.output_dir is not None and (self.step_count == cfg.total_steps or (
+                    cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0)):
+                self.save_checkpoint()
+        return PPOResult(self.policy, self.value_head, self.metrics, self.last_samples, self.output_dir)
+
+    def _log(self, metrics: dict) -> None:
+        cfg, n = self.cfg, self.step_count
+        if self.output_dir is not None:
+            with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(metrics) + "\n")
+        if cfg.log_every and n % cfg.log_every == 0:
+            print(f"step {n}/{cfg.total_steps} | score {metrics['objective/scores']:.3f} | "
+                  f"kl {metrics['objective/kl']:.3f} | entropy {metrics['policy/entropy']:.2f} | "
+                  f"{metrics['time/step']:.2f} s")
+        if cfg.sample_table_every and n % cfg.sample_table_every == 0:
+            from labkit.ppo_plots import sample_table
+
+            print(sample_table(self.last_samples[:4]).to_string(max_colwidth=60))
+        for callback in self.callbacks:
+            (callback.on_step if hasattr(callback, "on_step") else callback)(metrics, self.last_samples)
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        return self.output_dir / "checkpoint" if self.output_dir is not None else None
+
+    def _start_output(self, resume: bool) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        ckpt = self._find_checkpoint()
+        if ckpt is not None and not resume:
+            raise ValueError(f"{self.output_dir} already holds a PPO checkpoint ({ckpt}); pass resume=True to "
+                             "continue it, or choose another output_dir (nothing was overwritten)")
+        if ckpt is not None:
+            self.load_checkpoint(ckpt)
+        elif not resume and (self.output_dir / "metrics.jsonl").exists():
+            raise ValueError(f"{self.output_dir}/metrics.jsonl exists from another run; pass resume=True or choose "
+                             "another output_dir (nothing was overwritten)")
+        # Steps logged after the last checkpoint will be redone, identically: drop their lines.
+        _write_jsonl(self.output_dir / "metrics.jsonl", self.metrics)
+
+    def _find_checkpoint(self) -> Path | None:
+        for path in (self.checkpoint_dir, self.checkpoint_dir.with_name("checkpoint.old")):
+            if (path / "state.pt").is_file():
+                return path
+        return None
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        modules = {"policy": self.policy, "value_model": self.value_model}
+        return {f"{name}.{n}": p.detach().cpu().clone() for name, m in modules.items() if m is not None
+                for n, p in m.named_parameters() if p.requires_grad}
+
+    def save_checkpoint(self) -> Path:
+        """Write the whole training state to output_dir/checkpoint atomically (tmp folder, then rename)."""
+        final = self.checkpoint_dir
+        tmp = final.with_name(f"checkpoint.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        state = {
+            "step": self.step_count,
+            "trainable": self._trainable_state(),
+            "value_head": self.value_head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "kl_controller": self.kl_ctl.state_dict(),
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                    "sample": self.sample_rng.get_state(), "shuffle": self.shuffle_rng.get_state()},
+            "metrics": self.metrics,
+            "config": dataclasses.asdict(self.cfg),
+        }
+        torch.save(state, tmp / "state.pt")
+        (tmp / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
+        old = final.with_name("checkpoint.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():
+            os.replace(final, old)  # a crash between these two renames leaves checkpoint.old to resume from
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a state written by `save_checkpoint`; the config must match except run-length/logging fields."""
+        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+        free = {"total_steps", "log_every", "sample_table_every", "checkpoint_every", "output_dir"}
+        saved, now = state["config"], dataclasses.asdict(self.cfg)
+        changed = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+        if changed:
+            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+            raise ValueError(f"checkpoint {path} was made with a different config ({diff}); use the same "
+                             "settings to resume, or a new output_dir for a new run")
+        mine = self._trainable_state()
+        if set(mine) != set(state["trainable"]):
+            raise ValueError(f"checkpoint {path} does not fit this model (its trainable weights differ); "
+                             "resume with the same model and LoRA settings, or use a new output_dir")
+        params = {f"{name}.{n}": p for name, m in {"policy": self.policy, "value_model": self.value_model}.items()
+                  if m is not None for n, p in m.named_parameters()}
+        with torch.no_grad():
+            for key, tensor in state["trainable"].items():
+                params[key].copy_(tensor)
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.load_state_dict(state["kl_controller"])
+        rng = state["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        self.sample_rng.set_state(rng["sample"])
+        self.shuffle_rng.set_state(rng["shuffle"])
+        self.step_count = state["step"]
+        self.metrics = list(state["metrics"])
+
+
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def train(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: PPOConfig | None = None,
+          callbacks: Sequence[Any] = (), resume: bool = True) -> PPOResult:
+    """Fine-tune `policy` with PPO on `prompts` against `reward_fn(prompts, responses) -> tensor (B,)`.
+
+    Callbacks are objects with `on_step(metrics, samples)` (or plain callables with that signature);
+    `samples` is the step's list of (prompt, response, score, kl). With `cfg.output_dir` set and
+    `resume=True`, a run picks up from `output_dir/checkpoint/` where it left off.
+    """
+    return PPOTrainer(policy, tokenizer, prompts, reward_fn, cfg, callbacks).train(resume=resume)
+
+
+def ppo_stage(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable,
+              cfg: PPOConfig | None = None) -> tuple[PPOResult, dict[str, float]]:
+    """`labkit run`'s PPO stage: train (resuming if possible), save the policy, return summary metrics.
+
+    Metrics: ppo.kl_mean (mean per-response KL to the reference over the last 5 steps),
+    ppo.wall_seconds, ppo.steps, ppo.score_first / ppo.score_last (mean score of the first / last
+    5 steps), ppo.samples_per_second (mean over steps).
+    """
+    cfg = cfg or PPOConfig()
+    start = time.perf_counter()
+    result = train(policy, tokenizer, prompts, reward_fn, cfg, resume=True)
+    wall = time.perf_counter() - start
+    rows = result.metrics
+
+    def avg(key: str, part: list[dict]) -> float:
+        return fmean(m[key] for m in part) if part else float("nan")
+
+    metrics = {
+        "ppo.kl_mean": avg("objective/kl", rows[-5:]),
+        "ppo.wall_seconds": wall,
+        "ppo.steps": len(rows),
+        "ppo.score_first": avg("objective/scores", rows[:5]),
+        "ppo.score_last": avg("objective/scores", rows[-5:]),
+        "ppo.samples_per_second": avg("samples_per_second", rows),
+    }
+    if result.output_dir is not None:
+        from labkit.artifacts import write_manifest
+
+        result.policy.save_pretrained(result.output_dir / "policy")
+        torch.save(result.value_head.state_dict(), result.output_dir / "value_head.pt")
+        write_manifest(result.output_dir, "ppo", cfg, cfg.seed, metrics=metrics)
+    return result, metrics

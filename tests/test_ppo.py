@@ -1,0 +1,286 @@
+"""labkit's PPO loop on the tiny random fixture model, on CPU."""
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+from conftest import make_tiny_lm
+
+from labkit import ppo
+from labkit.models import sequence_logprobs
+from labkit.ppo import METRIC_DOCS, AdaptiveKLController, FixedKLController, PPOConfig, PPOTrainer
+
+PROMPTS = ["How do I keep my basil plant alive?", "What is a good way to sleep better?", "Hi there"]
+TIMING_KEYS = {"time/step", "time/rollout", "time/update", "samples_per_second"}
+
+
+def peaky_lm(tokenizer, seed: int = 0):
+    """The fixture Llama with embeddings scaled up x10 so its next-token distribution is far from uniform.
+
+    A freshly initialised model has logits of size ~0.1 behind a final RMSNorm, so no adapter can
+    move its (uniform) distribution much; scaled embeddings give LoRA something to steer.
+    """
+    model = make_tiny_lm(tokenizer, seed=seed)
+    with torch.no_grad():
+        model.model.embed_tokens.weight.mul_(10.0)
+    return model
+
+
+def token_reward(tokenizer, token: str = "Ġthe"):
+    """Reward = fraction of the response's tokens (re-tokenised from text) equal to `token`."""
+    target = tokenizer.convert_tokens_to_ids(token)
+
+    def reward(prompts, responses):
+        ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+        return torch.tensor([sum(i == target for i in x) / max(len(x), 1) for x in ids])
+    return reward
+
+
+def small_cfg(**overrides) -> PPOConfig:
+    base = dict(batch_size=16, mini_batch_size=8, max_new_tokens=16, learning_rate=1e-2, kl_coef=0.0,
+                total_steps=3, log_every=0, sample_table_every=0, checkpoint_every=0)
+    return PPOConfig(**{**base, **overrides})
+
+
+def mean(rows, key):
+    return sum(r[key] for r in rows) / len(rows)
+
+
+def test_all_names_exist():
+    """Every name in __all__ is defined."""
+    assert all(hasattr(ppo, name) for name in ppo.__all__)
+
+
+def test_config_fields_all_documented_and_validated():
+    """Every PPOConfig field has a docstring, and a bad combination raises a clear error."""
+    import inspect
+
+    source = inspect.getsource(PPOConfig)
+    for f in ppo.dataclasses.fields(PPOConfig):
+        assert f'{f.name}:' in source and '"""' in source.split(f"{f.name}:")[1].split("\n", 2)[1]
+    with pytest.raises(ValueError, match="mini_batch_size \\(5\\) must divide batch_size \\(16\\)"):
+        PPOConfig(batch_size=16, mini_batch_size=5)
+
+
+def test_score_rises_with_a_token_reward(tiny_tokenizer):
+    """Rewarding one token makes PPO produce more of it within a dozen steps."""
+    result = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
+                       small_cfg(total_steps=12))
+    first, last = mean(result.metrics[:3], "objective/scores"), mean(result.metrics[-3:], "objective/scores")
+    assert last > first + 0.1
+
+
+def test_lora_changes_adapters_not_base(tiny_tokenizer):
+    """With LoRA only the adapters (and value head) move; every base weight stays identical."""
+    model = peaky_lm(tiny_tokenizer)
+    base_before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = ppo.train(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer), small_cfg())
+    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
+             for k, v in result.policy.state_dict().items()}
+    assert all(torch.equal(base_before[k], after[k]) for k in base_before)
+    lora_b = [v for k, v in result.policy.state_dict().items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero
+    assert result.value_head.summary.weight.abs().sum() > 0
+
+
+def test_reference_logprobs_are_the_base_model(tiny_tokenizer):
+    """After training, the reference (adapters off) scores tokens exactly as the untouched base model."""
+    model = peaky_lm(tiny_tokenizer)
+    base = copy.deepcopy(model)
+    trainer = PPOTrainer(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer), small_cfg(total_steps=2))
+    trainer.train()
+    enc = tiny_tokenizer(trainer.rendered, return_tensors="pt", padding=True, add_special_tokens=False)
+    ids = torch.cat([enc["input_ids"], enc["input_ids"][:, -4:]], dim=1)
+    attn = torch.cat([enc["attention_mask"], torch.ones(3, 4, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        ref_logits, _ = trainer._forward(ids, attn, 4, reference=True)
+        policy_logits, _ = trainer._forward(ids, attn, 4)
+        expected = sequence_logprobs(base, ids, attn, ids.shape[1] - 4)
+    assert torch.allclose(trainer._logprobs(ref_logits, ids[:, -4:]), expected, atol=1e-5)
+    assert not torch.allclose(trainer._logprobs(policy_logits, ids[:, -4:]), expected, atol=1e-3)
+
+
+def test_large_kl_coef_keeps_kl_small(tiny_tokenizer):
+    """A strong KL penalty keeps the policy closer to the reference than no penalty does."""
+    runs = {}
+    for coef in (0.0, 1.0):
+        result = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
+                           small_cfg(total_steps=10, kl_coef=coef))
+        runs[coef] = mean(result.metrics[-4:], "objective/kl")
+    assert runs[1.0] < 0.5 * runs[0.0]
+
+
+def test_metrics_keys_file_and_callbacks(tiny_tokenizer, tmp_path):
+    """Each step logs exactly the documented keys, to the callback and to metrics.jsonl."""
+    seen = []
+    result = ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
+                       small_cfg(total_steps=2, output_dir=str(tmp_path)),
+                       callbacks=[lambda metrics, samples: seen.append((metrics, samples))])
+    assert [set(m) for m in result.metrics] == [set(METRIC_DOCS)] * 2
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert lines == result.metrics
+    assert [m for m, _ in seen] == result.metrics
+    prompt, response, score, kl = seen[-1][1][0]
+    assert prompt in PROMPTS and isinstance(response, str) and math.isfinite(score) and math.isfinite(kl)
+    assert len(seen[-1][1]) == 16
+
+
+def _comparable(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in rows]
+
+
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_tokenizer, tmp_path):
+    """2 steps, a restart from a rebuilt model, 2 more steps == 4 uninterrupted steps, metric for metric."""
+    reward = token_reward(tiny_tokenizer)
+    cfg = dict(total_steps=4, checkpoint_every=2, adaptive_kl=True, kl_coef=0.1, target_kl=0.5, kl_horizon=50)
+    full = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+                     small_cfg(**cfg, output_dir=str(tmp_path / "a")))
+    ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+              small_cfg(**{**cfg, "total_steps": 2}, output_dir=str(tmp_path / "b")))
+    torch.manual_seed(1234)  # the "new process" starts from different global RNG state
+    resumed = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+                        small_cfg(**cfg, output_dir=str(tmp_path / "b")), resume=True)
+    assert len(resumed.metrics) == 4
+    for a, b in zip(_comparable(full.metrics), _comparable(resumed.metrics)):
+        assert a.keys() == b.keys()
+        assert all(abs(a[k] - b[k]) <= 1e-6 for k in a), {k: (a[k], b[k]) for k in a if abs(a[k] - b[k]) > 1e-6}
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_fresh_run_refuses_to_overwrite_a_checkpoint(tiny_tokenizer, tmp_path):
+    """resume=False on a folder with a checkpoint raises and leaves the saved files untouched."""
+    reward = token_reward(tiny_tokenizer)
+    ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+              small_cfg(total_steps=1, output_dir=str(tmp_path)))
+    before = {p.name: p.read_bytes() for p in [tmp_path / "metrics.jsonl", tmp_path / "checkpoint" / "state.pt"]}
+    with pytest.raises(ValueError, match="already holds a PPO checkpoint.*resume=True"):
+        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+                  small_cfg(total_steps=1, output_dir=str(tmp_path)), resume=False)
+    with pytest.raises(ValueError, match="different config.*learning_rate"):
+        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
+                  small_cfg(total_steps=2, learning_rate=0.5, output_dir=str(tmp_path)))
+    after = {p.name: p.read_bytes() for p in [tmp_path / "metrics.jsonl", tmp_path / "checkpoint" / "state.pt"]}
+    assert before == after
+
+
+def test_bad_reward_shape_is_a_clear_error(tiny_tokenizer):
+    """A reward function that returns the wrong number of scores is named in the error."""
+    with pytest.raises(ValueError, match="reward_fn returned \\(3,\\) for 16 responses"):
+        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, lambda p, r: torch.zeros(3),
+                  small_cfg(total_steps=1))
+
+
+def test_full_finetune_keeps_a_frozen_reference(tiny_tokenizer):
+    """lora=False trains every weight and scores the reference with an untouched frozen copy."""
+    model = peaky_lm(tiny_tokenizer)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    trainer = PPOTrainer(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
+                         small_cfg(lora=False, learning_rate=1e-3, total_steps=2))
+    trainer.train()
+    assert any(not torch.equal(before[k], v) for k, v in trainer.policy.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in trainer.ref_model.state_dict().items())
+
+
+def test_separate_value_model_runs_and_trains(tiny_tokenizer):
+    """value_head="separate" trains a critic copy whose adapters move independently of the policy."""
+    trainer = PPOTrainer(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
+                         small_cfg(value_head="separate", total_steps=2))
+    result = trainer.train()
+    assert set(result.metrics[-1]) == set(METRIC_DOCS)
+    assert trainer.value_model is not None and trainer.value_model is not trainer.policy
+
+
+def test_kl_controllers():
+    """The adaptive controller moves beta by the clipped proportional error; both round-trip their state."""
+    ctl = AdaptiveKLController(0.1, target=6.0, horizon=100)
+    ctl.update(current_kl=12.0, n_steps=10)  # error 1.0 clipped to 0.2
+    assert math.isclose(ctl.value, 0.1 * (1 + 0.2 * 10 / 100))
+    ctl.update(current_kl=5.4, n_steps=10)  # error -0.1
+    assert math.isclose(ctl.value, 0.1 * 1.02 * (1 - 0.1 * 10 / 100))
+    other = AdaptiveKLController(1.0, 6.0, 100)
+    other.load_state_dict(ctl.state_dict())
+    assert other.value == ctl.value
+    fixed = FixedKLController(0.05)
+    fixed.update(100.0, 10)
+    assert fixed.value == 0.05
+
+
+def test_sampler_top_p_and_seed(tiny_tokenizer):
+    """A tiny top_p samples greedily; the same generator seed gives the same responses."""
+    model = peaky_lm(tiny_tokenizer)
+    enc = tiny_tokenizer(["<s><|user|>Hi<|assistant|>"] * 2, return_tensors="pt", add_special_tokens=False)
+    args = (model, enc["input_ids"], enc["attention_mask"], 6, None, tiny_tokenizer.pad_token_id)
+    greedy = model.generate(**enc, do_sample=False, max_new_tokens=6, min_new_tokens=6)[:, enc["input_ids"].shape[1]:]
+    nucleus = ppo.sample_responses(*args, top_p=1e-6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(nucleus, greedy)
+    one = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(3))
+    two = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(one, two)
+
+
+def test_ppo_stage_metrics_and_artifact(tiny_tokenizer, tmp_path):
+    """ppo_stage returns the run's summary metrics and leaves a policy, value head and manifest."""
+    result, metrics = ppo.ppo_stage(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS,
+                                    token_reward(tiny_tokenizer), small_cfg(total_steps=2, output_dir=str(tmp_path)))
+    assert {"ppo.kl_mean", "ppo.wall_seconds"} <= set(metrics)
+    assert metrics["ppo.steps"] == 2 and math.isfinite(metrics["ppo.kl_mean"])
+    assert (tmp_path / "manifest.json").is_file() and (tmp_path / "value_head.pt").is_file()
+    assert (tmp_path / "policy" / "adapter_config.json").is_file()
+
+
+# -- plots ---------------------------------------------------------------------------------------
+FAKE = [{"step": i + 1, **{k: float(i * 10 + j) for j, k in enumerate(METRIC_DOCS) if k != "step"}}
+        for i in range(3)]
+
+
+def _lines(fig):
+    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes
+            for line in ax.get_lines()}
+
+
+def test_plot_metrics_draws_every_panel_key(tmp_path):
+    """plot_metrics draws one line per panel key with x = step, from dicts or from metrics.jsonl."""
+    from labkit.ppo_plots import PANELS, plot_metrics
+
+    lines = _lines(plot_metrics(FAKE))
+    for _, keys in PANELS:
+        for key in keys:
+            assert lines[key] == ([1, 2, 3], [m[key] for m in FAKE])
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in FAKE))
+    assert _lines(plot_metrics(tmp_path / "metrics.jsonl")) == lines
+    assert _lines(plot_metrics(tmp_path)) == lines
+
+
+def test_live_plot_updates_in_place():
+    """LivePlot redraws the same figure with every step it is given."""
+    from labkit.ppo_plots import LivePlot
+
+    live = LivePlot()
+    figure = live.figure
+    for m in FAKE[:2]:
+        live.on_step(m, [])
+    assert _lines(live.figure)["objective/kl"] == ([1, 2], [m["objective/kl"] for m in FAKE[:2]])
+    live(FAKE[2], [])
+    assert live.figure is figure
+    assert _lines(live.figure)["objective/scores"] == ([1, 2, 3], [m["objective/scores"] for m in FAKE])
+
+
+def test_sample_table_columns():
+    """sample_table turns (prompt, response, score, kl) tuples into a query | response | score | kl frame."""
+    from labkit.ppo_plots import sample_table
+
+    table = sample_table([("Hi", "Hello", 0.5, 0.1), ("Yo", "", -1.0, 0.0)])
+    assert list(table.columns) == ["query", "response", "score", "kl"]
+    assert table.values.tolist() == [["Hi", "Hello", 0.5, 0.1], ["Yo", "", -1.0, 0.0]]
+
+
+def test_missing_metrics_file_is_a_clear_error(tmp_path):
+    """Plotting a folder without metrics.jsonl says where it looked."""
+    from labkit.ppo_plots import plot_metrics
+
+    with pytest.raises(FileNotFoundError, match="no PPO metrics at"):
+        plot_metrics(tmp_path)
