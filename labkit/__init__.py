@@ -9,8 +9,12 @@ __version__ = "0.1.0"
 __all__ = [
     "agreement",
     "artifacts",
+    "bestofn",
     "cli",
     "config",
+    "dpo",
+    "eval_plots",
+    "evaluate",
     "generate",
     "judge",
     "labelers",

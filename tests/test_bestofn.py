@@ -1,0 +1,76 @@
+"""Tests for labkit.bestofn: analytic KL, argmax selection, the unbiased reward-vs-N estimator."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from labkit import bestofn
+from labkit.generate import Sample
+
+
+def test_bon_kl_by_hand():
+    """KL of best-of-1 is 0; best-of-4 is log 4 - 3/4."""
+    assert 0.0 == bestofn.bon_kl(1)
+    assert pytest.approx(math.log(4) - 0.75) == bestofn.bon_kl(4)
+    with pytest.raises(ValueError, match="at least 1"):
+        bestofn.bon_kl(0)
+
+
+def test_select_best_picks_argmax_per_prompt():
+    """For each prompt the highest-scored sample is kept, prompts in first-seen order."""
+    samples = [Sample(p, p, c, f"{p}{c}", 1) for p in ("a", "b") for c in range(3)]
+    best = bestofn.select_best(samples, [0.1, 0.7, 0.3, 2.0, -1.0, 1.9])
+    assert ["a1", "b0"] == [s.text for s in best]
+
+
+def test_expected_best_by_hand():
+    """Pool [1, 2, 3]: best of 1 = mean 2, best of 2 = (2 + 3 + 3) / 3, best of 3 = max 3."""
+    pool = np.array([[3.0, 1.0, 2.0]])
+    assert [2.0] == bestofn.expected_best(pool, 1).tolist()
+    assert pytest.approx([8 / 3]) == bestofn.expected_best(pool, 2).tolist()
+    assert [3.0] == bestofn.expected_best(pool, 3).tolist()
+    # gold of the sample the proxy picks: proxy ranks 1 < 2 < 3, gold of those is 0, 5, 1
+    assert pytest.approx([(5 + 1 + 1) / 3]) == bestofn.expected_best(pool, 2, gold=np.array([[1.0, 0.0, 5.0]])).tolist()
+
+
+def test_reward_vs_n_nondecreasing_on_fixed_pool():
+    """On one pool of 16, E[best of n] never falls as n grows; KL column is analytic."""
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(20, 16))
+    table = bestofn.reward_vs_n(scores, gold=-scores ** 2)
+    assert [1, 2, 4, 8, 16] == table["n"].tolist()
+    assert (np.diff(table["reward"]) >= 0).all()
+    assert pytest.approx(scores.mean()) == table["reward"].iloc[0]
+    assert pytest.approx(scores.max(axis=1).mean()) == table["reward"].iloc[-1]
+    assert pytest.approx([bestofn.bon_kl(n) for n in table["n"]]) == table["kl"].tolist()
+    assert "gold" in table
+    with pytest.raises(ValueError, match="pool size"):
+        bestofn.reward_vs_n(scores[:, :4], ns=(1, 8))
+
+
+def test_reward_vs_n_plot_has_both_axes():
+    """The figure shows reward vs n and KL vs n on a twin axis."""
+    table = bestofn.reward_vs_n({"p0": [0.0, 1.0, 2.0, 3.0], "p1": [1.0, 1.0, 0.0, 5.0]}, ns=(1, 2, 4))
+    fig = bestofn.plot_reward_vs_n(table)
+    assert [1, 2, 4] == list(fig.axes[0].lines[0].get_xdata())
+    assert pytest.approx(table["kl"].tolist()) == list(fig.axes[1].lines[0].get_ydata())
+
+
+def test_best_of_n_on_tiny_model(tiny_lm):
+    """best_of_n returns one sample per prompt: the longest of its pool under a length reward."""
+    model, tok = tiny_lm
+    reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
+    best, pool, scores = bestofn.best_of_n(model, tok, ["Basil?", "Sleep?"], 4, reward, max_new_tokens=8,
+                                           return_pool=True)
+    assert 2 == len(best) and 8 == len(pool)
+    for b in best:
+        assert len(b.text) == max(len(s.text) for s in pool if s.prompt_id == b.prompt_id)
+    winners = bestofn.best_of_n(model, tok, ["Basil?"], 2, reward, k=3, max_new_tokens=8)
+    assert [("p0", 0), ("p0", 1), ("p0", 2)] == [(s.prompt_id, s.completion_id) for s in winners]
+    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?"], reward,
+                                         bestofn.BestOfNConfig(n=4, ns=(1, 2, 4), max_new_tokens=8))
+    assert metrics["reward_best"] >= metrics["reward_base"]
+    assert 3 == len(art["table"])
