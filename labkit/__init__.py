@@ -31,6 +31,7 @@ __all__ = [
     "reward_model",
     "rewards",
     "run",
+    "shipped",
     "tokenizer",
     "widgets",
     "world",

@@ -39,8 +39,9 @@ def _pretrain(args: argparse.Namespace) -> int:
 def _rankings(args: argparse.Namespace) -> int:
     from labkit import shipped
 
-    path = shipped.build_rankings(out=args.out, seed=args.seed)
-    print(f"wrote {path}")
+    path = shipped.build_rankings(out=args.out, cfg=shipped.RankingsConfig(seed=args.seed))
+    print(f"wrote {path}:")
+    print((path / "README.md").read_text())
     return 0
 
 

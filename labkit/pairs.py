@@ -27,10 +27,13 @@ import random
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-__all__ = ["BAD_FLAGS", "Pair", "build_pairs", "effective_ranking", "pairs_stage", "ranking_pairs"]
+__all__ = ["BAD_FLAGS", "CONSENSUS_LABELER", "Pair", "build_pairs", "consensus_records", "effective_ranking", "pairs_stage",
+           "ranking_pairs"]
 
 BAD_FLAGS: tuple[str, ...] = ("nonsensical", "unsafe")
 """Flags that send a completion below every unflagged one."""
+CONSENSUS_LABELER = "consensus"
+"""Labeler id of the records `consensus_records` makes."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,30 @@ def ranking_pairs(record: Any, keep_ties: bool = False, tie_margin: float = 0.0)
         for j in range(i + 1, len(groups)):
             out += [pair(a, b, j - i) for a in better for b in groups[j]]
     return [p for p in out if p.chosen != p.rejected]
+
+
+def consensus_records(records: Iterable[Any], method: str = "borda", criterion: str | None = None) -> list:
+    """One `labels.RankingRecord` per item holding the labelers' consensus ranking (labeler "consensus").
+
+    The consensus rule is `agreement.consensus` (mean Borda points or mean rank; completions a
+    majority flagged go last, with the majority's flags). `build_pairs` on these records gives
+    the consensus pairs, the fairest test set for a reward model: one vote per item, not one per
+    labeler, so a noisy labeler's random answers do not count as ground truth.
+    """
+    from labkit import agreement
+    from labkit.labels import RankingRecord
+
+    records = list(records)
+    agreed = agreement.consensus(records, method=method, criterion=criterion)
+    shown = {r.item_id: r for r in agreement.current(records, criterion)}
+    out = []
+    for item_id, c in agreed.items():
+        first = shown[item_id]
+        out.append(RankingRecord(item_id=item_id, prompt=first.prompt, completion_ids=first.completion_ids,
+                                 completions=first.completions, labeler=CONSENSUS_LABELER,
+                                 criterion=first.criterion, guideline_version=f"consensus-{method}",
+                                 ranking=c.ranking, flags=dict(c.flags)))
+    return out
 
 
 def _latest(records: list[Any]) -> list[Any]:

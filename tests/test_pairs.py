@@ -129,3 +129,22 @@ def test_pairs_stage_metrics():
     dd, metrics = pairs.pairs_stage(recs, seed=0)
     assert len(dd["train"]) == metrics["num_train"] and len(dd["test"]) == metrics["num_test"]
     assert 30 == metrics["num_train"] + metrics["num_test"] == metrics["raw_pairs"]
+
+
+def test_consensus_records_give_one_ranking_per_item():
+    """Two labelers agreeing on b > a > c and one saying c > a > b: the consensus is b > a > c, 3 pairs."""
+    recs = [record([["b"], ["a"], ["c"]], labeler="ann"), record([["b"], ["a"], ["c"]], labeler="bob"),
+            record([["c"], ["a"], ["b"]], labeler="cy")]
+    agreed = pairs.consensus_records(recs)
+    assert 1 == len(agreed)
+    assert pairs.CONSENSUS_LABELER == agreed[0].labeler
+    assert (("b",), ("a",), ("c",)) == agreed[0].ranking
+    assert [("b", "a"), ("b", "c"), ("a", "c")] == ids(pairs.ranking_pairs(agreed[0]))
+
+
+def test_consensus_pairs_split_like_labeler_pairs():
+    """Consensus pairs and labeler pairs of the same items put the same prompts in test (same seed)."""
+    recs = [record([["a"], ["b"]], item_id=f"i{i}", labeler=name) for i in range(10) for name in ("ann", "bob")]
+    by_labelers = pairs.build_pairs(recs, test_fraction=0.3, seed=1)
+    by_consensus = pairs.build_pairs(pairs.consensus_records(recs), test_fraction=0.3, seed=1)
+    assert set(by_labelers["test"]["prompt"]) == set(by_consensus["test"]["prompt"])

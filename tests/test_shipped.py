@@ -1,0 +1,70 @@
+"""The shipped rankings: built from a model by simulated personas, loaded back, never half-written."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labkit import labelers, shipped
+
+
+def small_cfg(**overrides):
+    return shipped.RankingsConfig(**{"num_prompts": 4, "rounds": 2, "completions_per_item": 3, "max_new_tokens": 8,
+                                     "personas": ("careful", "brevity", "noisy_crowdworker"), **overrides})
+
+
+def test_build_and_load(tiny_lm, tmp_path):
+    """4 prompts x 2 rounds = 8 items, each ranked by the 3 personas, readable by the loaders."""
+    model, tok = tiny_lm
+    out = shipped.build_rankings(tmp_path / "rankings", small_cfg(), model=model, tokenizer=tok, progress=False)
+    records = shipped.load_rankings(out)
+    assert 8 * 3 == len(records)
+    assert {"careful", "brevity", "noisy_crowdworker"} == {r.labeler for r in records}
+    items = {r.item_id for r in records}
+    assert 8 == len(items) and all("~" in i for i in items)
+    assert all(3 == len(r.completion_ids) for r in records)
+    assert 4 * 2 * 3 == len(shipped.load_samples(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "rankings" == manifest["stage"] and 8 == manifest["stats"]["num_items"]
+    assert "Krippendorff" in (out / "README.md").read_text()
+
+
+def test_same_seed_same_rankings(tiny_lm, tmp_path):
+    """Two builds with one seed give the same rankings."""
+    model, tok = tiny_lm
+    a = shipped.load_rankings(shipped.build_rankings(tmp_path / "a", small_cfg(), model=model, tokenizer=tok,
+                                                     progress=False))
+    b = shipped.load_rankings(shipped.build_rankings(tmp_path / "b", small_cfg(), model=model, tokenizer=tok,
+                                                     progress=False))
+    assert [(r.item_id, r.labeler, r.ranking) for r in a] == [(r.item_id, r.labeler, r.ranking) for r in b]
+
+
+def test_failed_build_keeps_the_old_dataset(tiny_lm, tmp_path, monkeypatch):
+    """A build that fails half way leaves the previous folder exactly as it was."""
+    model, tok = tiny_lm
+    out = shipped.build_rankings(tmp_path / "rankings", small_cfg(), model=model, tokenizer=tok, progress=False)
+    before = (out / "rankings.jsonl").read_bytes()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash while ranking")
+
+    monkeypatch.setattr(labelers, "simulate", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        shipped.build_rankings(out, small_cfg(seed=1), model=model, tokenizer=tok, progress=False)
+    assert before == (out / "rankings.jsonl").read_bytes()
+    assert [out] == [p for p in tmp_path.iterdir()]  # no temporary folder left behind
+
+
+def test_bad_config_and_missing_folder_are_clear_errors(tmp_path):
+    """An unknown persona and a folder without rankings say what to do."""
+    with pytest.raises(ValueError, match="unknown persona"):
+        shipped.build_rankings(tmp_path / "x", small_cfg(personas=("nobody",)))
+    with pytest.raises(FileNotFoundError, match="labkit rankings"):
+        shipped.load_rankings(tmp_path / "empty")
+
+
+def test_the_shipped_dataset_is_big_enough():
+    """The committed dataset has at least 300 items ranked by at least 3 personas."""
+    records = shipped.load_rankings()
+    assert len({r.item_id for r in records}) >= 300
+    assert len({r.labeler for r in records}) >= 3
