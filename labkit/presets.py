@@ -21,10 +21,11 @@ from typing import Any, TypeVar
 
 from labkit.config import resolve_device, resolve_dtype
 
-__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "load"]
+__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "load", "workdir"]
 
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
 PRESET_NAMES = ("tiny", "smol", "hub:<id-or-path>")
+ROOT = Path(__file__).resolve().parent.parent
 
 C = TypeVar("C")
 
@@ -117,3 +118,15 @@ def load(name: str | None = None, **overrides: Any) -> Preset:
         raise ValueError(f"unknown preset {name!r}: use 'tiny', 'smol' or 'hub:<id-or-path>' "
                          "(for example 'hub:./my-model')")
     return dataclasses.replace(preset, **overrides) if overrides else preset
+
+
+def workdir(*parts: str) -> Path:
+    """A folder for chapter artifacts: `$LABKIT_WORKDIR/<parts>` (default `runs/chapters/` in the repo), created.
+
+    Chapters save what later chapters load (a reward model, a PPO policy) here, so each chapter can
+    start cold: it loads the artifact if an earlier chapter made it, and rebuilds it otherwise.
+    """
+    root = Path(os.environ.get("LABKIT_WORKDIR") or ROOT / "runs" / "chapters")
+    folder = root.joinpath(*parts)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

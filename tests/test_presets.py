@@ -70,3 +70,11 @@ def test_seed_everything_repeats():
     first = (random.random(), np.random.rand(), torch.rand(1).item())
     config.seed_everything(3)
     assert first == (random.random(), np.random.rand(), torch.rand(1).item())
+
+
+def test_workdir_follows_the_environment(tmp_path, monkeypatch):
+    """workdir() lives under $LABKIT_WORKDIR and creates the folder asked for."""
+    monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))
+    folder = presets.workdir("03", "reward_model")
+    assert tmp_path / "03" / "reward_model" == folder
+    assert folder.is_dir()
