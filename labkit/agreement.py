@@ -2,7 +2,8 @@
 
 Stage: labelling, after the rankings are in. Inputs: `labels.RankingRecord`s (from a store, a
 merged class file, or simulated labelers). Outputs: agreement numbers and matrices (pandas),
-a consensus ranking per item, the most disputed items, and a heatmap Figure.
+a consensus ranking per item, the most disputed items, one item side by side across labelers
+(`item_table`), and a heatmap Figure.
 
 Metrics (every function first keeps only the latest record per (labeler, item, criterion)):
     pairwise agreement  over the items two labelers both ranked and every completion pair where
@@ -41,8 +42,8 @@ from scipy.stats import kendalltau
 from labkit.labels import FLAGS, RankingRecord, format_ranking, latest_records
 
 __all__ = ["ConsensusRanking", "agreement_heatmap", "agreement_matrix", "borda_points", "consensus",
-           "current", "disputed_items", "kendall_tau", "krippendorff_alpha", "labelers", "pairwise_agreement",
-           "summary"]
+           "current", "disputed_items", "item_table", "kendall_tau", "krippendorff_alpha", "labelers",
+           "pairwise_agreement", "summary"]
 
 
 def current(records: list[RankingRecord], criterion: str | None = None) -> list[RankingRecord]:
@@ -236,6 +237,33 @@ def disputed_items(records: list[RankingRecord], k: int = 10, criterion: str | N
         return pd.DataFrame(columns=columns)
     df = pd.DataFrame(rows, columns=columns)
     return df.sort_values(["mean_tau", "item_id"], na_position="last").head(k).reset_index(drop=True)
+
+
+def item_table(records: list[RankingRecord], item_id: str, criterion: str | None = None) -> pd.DataFrame:
+    """One item as each labeler ranked it, side by side.
+
+    One row per completion (index: completion id) with its text ("completion"), then one column per
+    labeler, in the order they first appear in `records`, holding the position that labeler gave it
+    (1 is best; tied completions share the mean position), then "flags": each flag given to it and
+    by how many of the labelers, e.g. "unsafe 4/5". A consensus record (`pairs.consensus_records`)
+    is one more column.
+    """
+    recs = [r for r in current(records, criterion) if r.item_id == item_id]
+    if not recs:
+        raise ValueError(f"no record ranks item {item_id!r}; the item ids are like "
+                         f"{sorted({r.item_id for r in records})[:3]}")
+    texts: dict[str, str] = {}
+    for r in recs:
+        for cid, text in zip(r.completion_ids, r.completions):
+            texts.setdefault(cid, text)
+    ids = list(texts)
+    table = pd.DataFrame({"completion": list(texts.values())}, index=pd.Index(ids, name="completion_id"))
+    for r in recs:
+        positions = r.positions()
+        table[r.labeler] = [positions.get(c, math.nan) for c in ids]
+    votes = {c: {f: sum(f in r.flags.get(c, ()) for r in recs) for f in FLAGS} for c in ids}
+    table["flags"] = [", ".join(f"{f} {n}/{len(recs)}" for f, n in votes[c].items() if n) for c in ids]
+    return table
 
 
 def summary(records: list[RankingRecord], criterion: str | None = None) -> dict[str, float]:

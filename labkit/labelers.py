@@ -34,7 +34,7 @@ from labkit import agreement
 from labkit.labels import RankingRecord, RankingStore, item_field
 
 __all__ = ["FLUENCY_FLAG", "GOLD_TERMS", "PERSONAS", "Persona", "SIMULATED_GUIDELINES", "UNSAFE_FLAG",
-           "label_stage", "rank_with_persona", "simulate", "terms_with_length", "world_scorer"]
+           "label_stage", "personas_table", "rank_with_persona", "simulate", "terms_with_length", "world_scorer"]
 
 GOLD_TERMS: tuple[str, ...] = ("relevance", "helpfulness", "toxicity", "fluency", "degeneration")
 """The world's gold terms a persona may weigh (plus "length")."""
@@ -84,6 +84,18 @@ PERSONAS: dict[str, Persona] = {p.name: p for p in (
             description="right on average, but hurried: lots of noise and one answer in four at random"),
 )}
 """The built-in personas, by name."""
+
+
+def personas_table(personas=None) -> "pd.DataFrame":
+    """One row per persona (index: name): its weight on each term (0 where it has none), noise,
+    tie_margin, flip_rate and description. `personas` as for `simulate` (default: PERSONAS)."""
+    import pandas as pd
+
+    personas = _resolve_personas(PERSONAS if personas is None else personas)
+    terms = (*GOLD_TERMS, "length")
+    rows = [{**{t: p.weights.get(t, 0.0) for t in terms}, "noise": p.noise, "tie_margin": p.tie_margin,
+             "flip_rate": p.flip_rate, "description": p.description} for p in personas]
+    return pd.DataFrame(rows, index=pd.Index([p.name for p in personas], name="persona"))
 
 
 def world_scorer(world=None) -> Scorer:
@@ -211,7 +223,7 @@ def simulate(items: Iterable[Any], personas, store: RankingStore, seed: int = 0,
     items = list(items)
     out = []
     for persona in personas:
-        done = store.ranked_ids(persona.name, criterion) if resume else set()
+        done = store.ranked_ids(persona.name, criterion, items=items) if resume else set()
         for item in items:
             item_id = str(item_field(item, "item_id"))
             if item_id in done:

@@ -8,7 +8,8 @@ agreement, consensus and pairs stages.
 Why this shape: InstructGPT (Ouyang et al. 2022, sec. 3.4 and appendix B) had labelers rank K
 completions of a prompt at once, ties allowed, with flags for bad outputs, and expanded each
 ranking into its K-choose-2 pairs. A ranking is stored as groups of completion ids, best first; a
-group of several ids is a tie.
+group of several ids is a tie. As text it reads "b > a = c" (`format_ranking`, `parse_ranking`);
+`hand_record` builds a record from such text for examples.
 
 Durability: a record is one JSON line written by a single `os.write` on a file opened with
 O_APPEND, under a `filelock.FileLock` (two kernels appending never interleave), then fsync'd: a
@@ -31,8 +32,8 @@ from typing import Any, Iterable
 from filelock import FileLock
 
 __all__ = ["FLAGS", "Item", "MergeConflict", "MergeReport", "RankingRecord", "RankingStore",
-           "SCHEMA_VERSION", "export", "format_ranking", "item_field", "items_from_samples",
-           "latest_records", "merge", "now_iso", "validate"]
+           "SCHEMA_VERSION", "export", "format_ranking", "hand_record", "item_field", "items_from_samples",
+           "latest_records", "merge", "now_iso", "parse_ranking", "validate"]
 
 SCHEMA_VERSION = 1
 """Version of the record layout; bump it (and convert in `from_json`) when a field changes."""
@@ -240,6 +241,37 @@ def format_ranking(ranking: tuple[tuple[str, ...], ...]) -> str:
     return " > ".join(" = ".join(g) for g in ranking)
 
 
+def parse_ranking(text: str) -> tuple[tuple[str, ...], ...]:
+    """The groups of a ranking written as text, best first: "b > a = c" -> (("b",), ("a", "c")).
+
+    The inverse of `format_ranking`: ">" separates groups, "=" ties ids within one; ValueError on an empty id.
+    """
+    groups = tuple(tuple(c.strip() for c in part.split("=")) for part in str(text).split(">"))
+    for i, group in enumerate(groups):
+        if not all(group):
+            raise ValueError(f"ranking {text!r}: group {i} has an empty id; write ids best first, '>' between "
+                             "groups and '=' inside a tie, e.g. 'b > a = c'")
+    return groups
+
+
+def hand_record(ranking: str, labeler: str = "you", flags: dict[str, Iterable[str]] | None = None, *,
+                item_id: str = "example", prompt: str = "How do I keep my basil plant alive?",
+                texts: dict[str, str] | None = None, criterion: str = "helpfulness") -> RankingRecord:
+    """A validated record written by hand, for examples: `hand_record("b > a = c", flags={"c": ["unsafe"]})`.
+
+    The shown completion ids are the ranking's ids, sorted; each text is `texts[id]` (default "reply <id>").
+    """
+    groups = parse_ranking(ranking)
+    ids = tuple(sorted(c for g in groups for c in g))
+    texts = texts or {}
+    record = RankingRecord(item_id=item_id, prompt=prompt, completion_ids=ids,
+                           completions=tuple(texts.get(c, f"reply {c}") for c in ids), labeler=labeler,
+                           criterion=criterion, guideline_version="by-hand", ranking=groups,
+                           flags={c: (f,) if isinstance(f, str) else tuple(f) for c, f in (flags or {}).items()})
+    validate(record)
+    return record
+
+
 class RankingStore:
     """An append-only JSONL file of `RankingRecord`s; safe against killed kernels and parallel writers."""
 
@@ -303,15 +335,30 @@ class RankingStore:
         """The current record per (labeler, item_id, criterion): the last one submitted."""
         return latest_records(self.read())
 
-    def ranked_ids(self, labeler: str, criterion: str | None = None) -> set[str]:
-        """Item ids `labeler` has ranked (under `criterion`, or any criterion if None)."""
+    def ranked_ids(self, labeler: str, criterion: str | None = None, items: list[Any] | None = None) -> set[str]:
+        """Item ids `labeler` has ranked (under `criterion`, or any criterion if None).
+
+        With `items`, an id counts only if the ranking was of the same completion texts the item shows
+        now: a ranking made of other texts (another preset, seed or model under the same item id) is
+        stale, and the item is offered again.
+        """
+        shown = {} if items is None else {str(item_field(it, "item_id")): _texts(it) for it in items}
         return {r.item_id for r in self.read()
-                if r.labeler == labeler and (criterion is None or r.criterion == criterion)}
+                if r.labeler == labeler and (criterion is None or r.criterion == criterion)
+                and shown.get(r.item_id) in (None, tuple(r.completions))}
 
     def next_unranked(self, items: list[Any], labeler: str, criterion: str | None = None) -> Any | None:
         """The first of `items` (dicts or objects with item_id) that `labeler` has not ranked yet, or None."""
-        done = self.ranked_ids(labeler, criterion)
+        done = self.ranked_ids(labeler, criterion, items=items)
         return next((it for it in items if str(item_field(it, "item_id")) not in done), None)
+
+
+def _texts(item: Any) -> tuple[str, ...] | None:
+    """The completion texts an item shows, or None for an item given by its id alone."""
+    try:
+        return tuple(str(t) for t in item_field(item, "completions"))
+    except (KeyError, AttributeError):
+        return None
 
 
 def _write_records_atomically(records: list[RankingRecord], path: str | os.PathLike) -> None:

@@ -4,6 +4,7 @@ Stage: pairs, between labelling and reward modelling. Inputs: ranking records (`
 or any object with the same attributes). Output: a `datasets.DatasetDict` with "train" and "test"
 splits and the columns `prompt`, `chosen`, `rejected` (plain strings: TRL's "standard" explicit-prompt
 preference format, read by RewardTrainer and DPOTrainer), `margin`, `labeler`, `item_id` (and `count`).
+`save_pairs` writes it to a folder (`save_to_disk` plus a manifest) that later chapters load.
 
 Reference: InstructGPT (Ouyang et al. 2022, sec. 3.5) expands each ranking of K completions into its
 K-choose-2 comparisons. Rules used here:
@@ -23,12 +24,14 @@ K-choose-2 comparisons. Rules used here:
 from __future__ import annotations
 
 import math
+import os
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
-__all__ = ["BAD_FLAGS", "CONSENSUS_LABELER", "Pair", "build_pairs", "consensus_records", "effective_ranking", "pairs_stage",
-           "ranking_pairs"]
+__all__ = ["BAD_FLAGS", "CONSENSUS_LABELER", "Pair", "build_pairs", "consensus_records", "effective_ranking",
+           "pairs_stage", "pairs_table", "ranking_pairs", "save_pairs"]
 
 BAD_FLAGS: tuple[str, ...] = ("nonsensical", "unsafe")
 """Flags that send a completion below every unflagged one."""
@@ -78,6 +81,14 @@ def ranking_pairs(record: Any, keep_ties: bool = False, tie_margin: float = 0.0)
         for j in range(i + 1, len(groups)):
             out += [pair(a, b, j - i) for a in better for b in groups[j]]
     return [p for p in out if p.chosen != p.rejected]
+
+
+def pairs_table(pairs: Iterable[Pair]):
+    """Pairs as a pandas DataFrame, one row each in order: chosen_id, rejected_id, margin, chosen, rejected."""
+    import pandas as pd
+
+    columns = ["chosen_id", "rejected_id", "margin", "chosen", "rejected"]
+    return pd.DataFrame([{c: getattr(p, c) for c in columns} for p in pairs], columns=columns)
 
 
 def consensus_records(records: Iterable[Any], method: str = "borda", criterion: str | None = None) -> list:
@@ -177,6 +188,31 @@ def build_pairs(records: Iterable[Any], keep_ties: bool = False, merge_duplicate
 
     return DatasetDict({"train": dataset([r for r in rows if r["prompt"] not in test_prompts]),
                         "test": dataset([r for r in rows if r["prompt"] in test_prompts])})
+
+
+def save_pairs(dataset, folder: str | os.PathLike, *, seed: int | None = None,
+               inputs: dict[str, str] | None = None, **config: Any) -> Path:
+    """Save a pairs DatasetDict to `folder` with a manifest; `datasets.load_from_disk(folder)` reads it back.
+
+    The manifest (`artifacts.write_manifest`, stage "pairs") records `config` (the `build_pairs`
+    options used), `seed`, `inputs` (e.g. a hash of the rankings file) and the size of each split.
+    The dataset's progress bars stay quiet: saving a few thousand rows takes well under a second.
+    """
+    import datasets
+
+    from labkit import artifacts
+
+    folder = Path(folder)
+    quiet = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        dataset.save_to_disk(str(folder))
+    finally:
+        if not quiet:
+            datasets.enable_progress_bars()
+    artifacts.write_manifest(folder, "pairs", config=config, seed=seed, inputs=inputs,
+                             sizes={split: len(d) for split, d in dataset.items()})
+    return folder
 
 
 def pairs_stage(records: Iterable[Any], seed: int = 0, **options: Any):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-import matplotlib.pyplot as plt
+from matplotlib.figure import Figure
 
 __all__ = ["style_shares"]
 
@@ -19,7 +19,8 @@ def style_shares(styles: list[str | None], order: tuple[str, ...] | None = None,
     if "unrecognised" in counts and "unrecognised" not in labels:
         labels.append("unrecognised")
     shares = [counts.get(label, 0) / max(1, len(styles)) for label in labels]
-    fig, ax = plt.subplots(figsize=(7, 3))
+    fig = Figure(figsize=(7, 3))
+    ax = fig.subplots()
     colours = ["#c0392b" if label == "rude" else "#4c72b0" for label in labels]
     ax.bar(labels, shares, color=colours)
     ax.set_ylabel("share of replies")

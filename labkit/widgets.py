@@ -11,7 +11,7 @@ first item this labeler has not ranked (resume after a restarted kernel); Undo g
 and submitting it again appends a newer record that `RankingStore.latest()` treats as current.
 
 Tests drive it from Python: set `w.rank_controls[i].value`, tick `w.flag_controls[i]["unsafe"]`,
-call `w.submit_button.click()`, then read the store.
+call `w.submit_button.click()`, then read the store (and `w.message`, the status line as plain text).
 """
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def ranks_to_groups(ids, ranks) -> tuple[tuple[str, ...], ...]:
     """Ranks (1 = best, equal = tie, gaps allowed) -> groups of ids best first; ValueError on a missing rank."""
     missing = [cid for cid, r in zip(ids, ranks) if r is None]
     if missing:
-        raise ValueError(f"give every reply a rank: reply {', '.join(missing)} has none")
+        which = f"reply {missing[0]} has" if len(missing) == 1 else f"replies {', '.join(missing)} have"
+        raise ValueError(f"give every reply a rank: {which} none")
     groups: dict[int, list[str]] = {}
     for cid, r in sorted(zip(ids, ranks), key=lambda x: x[1]):
         groups.setdefault(r, []).append(cid)
@@ -86,6 +87,8 @@ class RankingWidget(widgets.VBox):
         self.skip_button = widgets.Button(description="Skip")
         self.undo_button = widgets.Button(description="Undo")
         self.status = widgets.HTML()
+        self.message = ""
+        """The last status line as plain text ("Saved item i1.", "Not saved: ..."), for code and tests."""
         self.submit_button.on_click(lambda _: self.submit())
         self.skip_button.on_click(lambda _: self.skip())
         self.undo_button.on_click(lambda _: self.undo())
@@ -100,7 +103,7 @@ class RankingWidget(widgets.VBox):
         return None if self.index is None else self.items[self.index]
 
     def _ranked(self) -> set[str]:
-        return self.store.ranked_ids(self.labeler, self.criterion)
+        return self.store.ranked_ids(self.labeler, self.criterion, items=self.items)
 
     def _next_unranked(self, start: int) -> int | None:
         done = self._ranked()
@@ -143,6 +146,7 @@ class RankingWidget(widgets.VBox):
         self.completions_box.children = tuple(rows)
 
     def _say(self, message: str, error: bool = False) -> None:
+        self.message = message
         colour = "#c0392b" if error else "#2e7d32"
         self.status.value = f"<span style='color:{colour}'>{html.escape(message)}</span>"
 

@@ -175,6 +175,22 @@ def test_disputed_items_sorted_by_tau():
     assert {"x": "a > b > c > d", "y": "d > c > b > a"} == df.loc[0, "rankings"]
 
 
+def test_item_table_puts_labelers_side_by_side():
+    """One row per completion: its text, each labeler's position (ties share the mean) and flag counts."""
+    records = [rec("y", "i1", [["b"], ["a", "c"], ["d"]], flags={"d": ("unsafe",)}),
+               rec("x", "i1", strict("abcd"), flags={"d": ("unsafe", "nonsensical")}),
+               rec("x", "i2", strict("dcba"))]
+    table = agreement.item_table(records, "i1")
+    assert ["a", "b", "c", "d"] == list(table.index)
+    assert ["completion", "y", "x", "flags"] == list(table.columns)
+    assert "text a" == table.loc["a", "completion"]
+    assert [2.5, 1.0, 2.5, 4.0] == list(table["y"])
+    assert [1.0, 2.0, 3.0, 4.0] == list(table["x"])
+    assert ["", "", "", "nonsensical 1/2, unsafe 2/2"] == list(table["flags"])
+    with pytest.raises(ValueError, match="no record ranks item 'i9'"):
+        agreement.item_table(records, "i9")
+
+
 def test_summary_and_degenerate_cases():
     """One labeler gives NaN alpha; summary counts items, labelers and records."""
     one = [rec("x", "i1", strict("abcd"))]

@@ -85,6 +85,17 @@ def test_builtin_personas():
     assert all(set(p.weights) <= allowed for p in labelers.PERSONAS.values())
 
 
+def test_personas_table_has_a_row_per_persona():
+    """The table lists each persona's weights (0 where unused), noise, tie margin, flip rate and description."""
+    table = labelers.personas_table()
+    assert list(labelers.PERSONAS) == list(table.index)
+    assert [*labelers.GOLD_TERMS, "length", "noise", "tie_margin", "flip_rate", "description"] == list(table.columns)
+    assert (-0.8, 0.0) == (table.loc["brevity", "length"], table.loc["careful", "length"])
+    assert 0.25 == table.loc["noisy_crowdworker", "flip_rate"]
+    one = labelers.personas_table([Persona("solo", {"helpfulness": 1.0}, description="only tips")])
+    assert (1.0, 0.0, "only tips") == tuple(one.loc["solo", ["helpfulness", "toxicity", "description"]])
+
+
 @pytest.fixture(scope="module")
 def world_items():
     """Six held-out prompts, one reply in each style; completion id = style."""

@@ -136,7 +136,8 @@ def test_resume_next_unranked(tmp_path):
     assert {"i1"} == store.ranked_ids("ann")
     store.submit(make_record(item_id="i2"))
     assert "i3" == store.next_unranked(items, "ann").item_id
-    store.submit(make_record(item_id="i3"))
+    store.submit(make_record(item_id="i3", prompt="p", completion_ids=("a", "b"), completions=("x", "y"),
+                             ranking=(("a",), ("b",))))
     assert store.next_unranked(items, "ann") is None
     assert store.next_unranked(items, "ann", criterion="harmlessness")["item_id"] == "i1"
 
@@ -218,3 +219,37 @@ def test_record_is_frozen():
     """Records are immutable: a correction is a new record, never an edit."""
     with pytest.raises(dataclasses.FrozenInstanceError):
         make_record().labeler = "eve"
+
+
+def test_parse_ranking_inverts_format_ranking():
+    """"b > a = c > d" parses into groups best first, and formats back to the same text."""
+    groups = labels.parse_ranking(" b>a = c > d ")
+    assert (("b",), ("a", "c"), ("d",)) == groups
+    assert "b > a = c > d" == labels.format_ranking(groups)
+    with pytest.raises(ValueError, match="group 1 has an empty id"):
+        labels.parse_ranking("b > > a")
+
+
+def test_hand_record_is_a_valid_record():
+    """hand_record shows the ranking's ids in sorted order with default texts, and rejects a bad flag."""
+    rec = labels.hand_record("b > a = c", labeler="ann", flags={"c": ["unsafe"]}, texts={"b": "Water it."})
+    assert ("a", "b", "c") == rec.completion_ids
+    assert ("reply a", "Water it.", "reply c") == rec.completions
+    assert (("b",), ("a", "c")) == rec.ranking
+    assert {"c": ("unsafe",)} == rec.flags
+    assert ("ann", "example", "helpfulness") == rec.key
+    assert {"a": ("nonsensical",)} == labels.hand_record("b > a", flags={"a": "nonsensical"}).flags
+    with pytest.raises(ValueError, match="flags"):
+        labels.hand_record("a > b", flags={"a": ["boring"]})
+
+
+def test_a_ranking_of_other_texts_is_stale(tmp_path):
+    """An item whose completions changed since it was ranked (same id) is offered again."""
+    store = RankingStore(tmp_path / "r.jsonl")
+    record = make_record(item_id="i1")
+    store.submit(record)
+    same = labels.Item("i1", record.prompt, record.completion_ids, record.completions)
+    changed = labels.Item("i1", record.prompt, record.completion_ids, tuple(t + " (new sample)" for t in record.completions))
+    assert store.next_unranked([same], "ann") is None
+    assert changed == store.next_unranked([changed], "ann")
+    assert {"i1"} == store.ranked_ids("ann")  # without items, the id alone counts

@@ -57,6 +57,15 @@ def test_flagged_keep_their_relative_order():
     assert (("c",), ("a",), ("b",)) == pairs.effective_ranking(rec)
 
 
+def test_pairs_table_lists_pairs_in_order():
+    """pairs_table has one row per pair: ids, margin and texts, preferred first; no pairs gives an empty table."""
+    table = pairs.pairs_table(pairs.ranking_pairs(record([["b"], ["a", "c"]])))
+    assert ["chosen_id", "rejected_id", "margin", "chosen", "rejected"] == list(table.columns)
+    assert [("b", "a", 1.0, "reply b to i1", "reply a to i1"), ("b", "c", 1.0, "reply b to i1", "reply c to i1")] == \
+        list(table.itertuples(index=False, name=None))
+    assert 0 == len(pairs.pairs_table([]))
+
+
 def test_identical_texts_give_no_pair():
     """Two completion ids with the same text make no pair (it would say nothing)."""
     rec = RankingRecord(item_id="i", prompt="p", completion_ids=("a", "b"), completions=("same", "same"),
@@ -148,3 +157,19 @@ def test_consensus_pairs_split_like_labeler_pairs():
     by_labelers = pairs.build_pairs(recs, test_fraction=0.3, seed=1)
     by_consensus = pairs.build_pairs(pairs.consensus_records(recs), test_fraction=0.3, seed=1)
     assert set(by_labelers["test"]["prompt"]) == set(by_consensus["test"]["prompt"])
+
+
+def test_save_pairs_writes_dataset_and_manifest(tmp_path):
+    """save_pairs writes a folder load_from_disk reads back row for row, with a "pairs" manifest."""
+    from datasets import load_from_disk
+
+    from labkit import artifacts
+
+    built = pairs.build_pairs([record([["a"], ["b"], ["c"]], item_id=f"i{k}") for k in range(5)], seed=0)
+    folder = pairs.save_pairs(built, tmp_path / "pairs", seed=0, inputs={"rankings": "abc"}, keep_ties=False)
+    loaded = load_from_disk(str(folder))
+    assert {s: built[s].to_list() for s in built} == {s: loaded[s].to_list() for s in loaded}
+    manifest = artifacts.read_manifest(folder)
+    assert ("pairs", 0, {"keep_ties": False}, {"rankings": "abc"}) == \
+        (manifest["stage"], manifest["seed"], manifest["config"], manifest["inputs"])
+    assert {"train": 12, "test": 3} == manifest["sizes"]

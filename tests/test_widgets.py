@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ipywidgets
+import pytest
 
 from labkit import widgets
 from labkit.labels import Item, RankingStore, format_ranking
@@ -51,6 +52,16 @@ def test_submit_by_clicks_writes_record(tmp_path):
     assert "i2" == w.current_item["item_id"]
     assert "1 of 3 ranked" in w.progress.value
     assert "Saved" in w.status.value
+    assert "Saved item i1." == w.message
+
+
+def test_ranks_to_groups_names_every_missing_rank():
+    """Ranks become groups best first (equal ranks tie); missing ranks are named in the error."""
+    assert (("b",), ("a", "c")) == widgets.ranks_to_groups(["a", "b", "c"], [2, 1, 2])
+    with pytest.raises(ValueError, match="reply b has none"):
+        widgets.ranks_to_groups(["a", "b"], [1, None])
+    with pytest.raises(ValueError, match="replies a, c have none"):
+        widgets.ranks_to_groups(["a", "b", "c"], [None, 1, None])
 
 
 def test_gaps_are_fine(tmp_path):
@@ -70,6 +81,7 @@ def test_invalid_submit_shows_error_and_saves_nothing(tmp_path):
     w.submit_button.click()
     assert not store.path.exists()
     assert "Not saved" in w.status.value and "b" in w.status.value
+    assert "Not saved: give every reply a rank: reply b has none" == w.message
     assert "i1" == w.current_item.item_id
 
 
