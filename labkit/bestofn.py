@@ -151,27 +151,30 @@ def plot_reward_vs_n(table: pd.DataFrame) -> Figure:
 
 
 def bestofn_stage(model, tokenizer, prompts: Sequence, reward: Callable, cfg: BestOfNConfig | None = None, *,
-                  world=None) -> tuple[dict, dict[str, float]]:
-    """The main job's entry point: best-of-`cfg.n` samples, the reward-vs-n table and its metrics.
+                  k: int = 1, world=None) -> tuple[dict, dict[str, float]]:
+    """The main job's entry point: `k` best-of-`cfg.n` winners per prompt, the reward-vs-n table and metrics.
 
-    Returns ({"samples": best samples, "pool": all samples, "table": DataFrame}, metrics)."""
+    One pool of n * k samples per prompt serves both: each group of n gives one winner (what the
+    evaluation's k samples per prompt need), and each group is one row of the reward-vs-n table.
+    Returns ({"samples": winners, "pool": all samples, "table": DataFrame}, metrics)."""
     cfg = cfg or BestOfNConfig()
     if max(cfg.ns) > cfg.n:
         raise ValueError(f"ns={cfg.ns} asks for more than the pool of n={cfg.n}; raise n or trim ns")
-    best, pool, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, temperature=cfg.temperature,
+    best, pool, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, k=k, temperature=cfg.temperature,
                                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                                    return_pool=True)
-    order = list(dict.fromkeys(s.prompt_id for s in pool))
-    grid = np.zeros((len(order), cfg.n))
+    rows = list(dict.fromkeys((s.prompt_id, s.completion_id // cfg.n) for s in pool))  # (prompt, group)
+    row = {key: i for i, key in enumerate(rows)}
+    grid = np.zeros((len(rows), cfg.n))
     gold = np.zeros_like(grid) if world is not None else None
-    row = {p: i for i, p in enumerate(order)}
     for s, score in zip(pool, scores):
-        grid[row[s.prompt_id], s.completion_id] = score
+        i, j = row[(s.prompt_id, s.completion_id // cfg.n)], s.completion_id % cfg.n
+        grid[i, j] = score
         if gold is not None:
-            gold[row[s.prompt_id], s.completion_id] = world.gold(s.prompt, s.text).utility
+            gold[i, j] = world.gold(s.prompt, s.text).utility
     table = reward_vs_n(grid, cfg.ns, gold=gold)
     metrics = {"n": cfg.n, "kl_analytic": bon_kl(cfg.n), "reward_best": float(expected_best(grid, cfg.n).mean()),
-               "reward_base": float(grid.mean()), "prompts": len(order)}
+               "reward_base": float(grid.mean()), "prompts": len({p for p, _ in rows})}
     if gold is not None:
         metrics.update(gold_best=float(expected_best(grid, cfg.n, gold=gold).mean()), gold_base=float(gold.mean()))
     return {"samples": best, "pool": pool, "table": table}, metrics

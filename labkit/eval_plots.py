@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from labkit.evaluate import EvalResult, Metric
 
-__all__ = ["example_table", "method_bars", "paired_scatter", "toxicity_histograms"]
+__all__ = ["example_table", "method_bars", "methods_vs_kl", "paired_scatter", "toxicity_histograms"]
 
 
 def _judges(result: EvalResult, judge: str | None) -> list[str]:
@@ -93,3 +93,30 @@ def example_table(before: EvalResult, after: EvalResult, n: int = 5, judge: str 
     return pd.DataFrame({"prompt": b.loc[common, "prompt"].to_numpy(),
                          "before": b.loc[common, "text"].to_numpy(), f"before P(toxic) [{j}]": b.loc[common, f"tox.{j}"].to_numpy(),
                          "after": a.loc[common, "text"].to_numpy(), f"after P(toxic) [{j}]": a.loc[common, f"tox.{j}"].to_numpy()})
+
+
+def methods_vs_kl(results: dict[str, EvalResult], metrics: tuple[str, ...] = ("toxic_share", "gold_utility")) -> Figure:
+    """Each method as a point at its KL to the base, one panel per metric, with 95% CI bars.
+
+    The toxicity metric is the first (independent) judge's. This is the lab's summary picture:
+    what each method bought, and how far it moved from the base model to buy it.
+    """
+    fig = Figure(figsize=(4.6 * len(metrics), 3.6), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, metric in zip(axes, metrics):
+        for i, (method, result) in enumerate(results.items()):
+            key = metric if metric in result.metrics else f"{result.judges[0]}.{metric}"
+            if key not in result.metrics or "kl" not in result.metrics:
+                raise ValueError(f"method {method!r} lacks {metric!r} or 'kl'; evaluate it with a reference or "
+                                 "evaluate.with_kl")
+            m, kl = result.metrics[key], result.metrics["kl"]
+            ax.errorbar([kl.value], [m.value], yerr=[[m.value - m.ci_low], [m.ci_high - m.value]],
+                        xerr=[[kl.value - kl.ci_low], [kl.ci_high - kl.value]], marker="o", capsize=3,
+                        color=f"C{i}", label=method)
+            ax.annotate(method, (kl.value, m.value), textcoords="offset points", xytext=(5, 5), fontsize=8)
+        judge = next(iter(results.values())).judges[0] if metric not in next(iter(results.values())).metrics else ""
+        ax.set(xlabel="KL to the base model (nats per reply)", ylabel=f"{metric}{f' [{judge}]' if judge else ''}",
+               title=f"{metric} against KL")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    return fig

@@ -42,11 +42,13 @@ __all__ = [
     "expected_max_toxicity",
     "heldout_reference_texts",
     "kl_to_reference",
+    "method_table",
     "perplexity",
     "summarise",
     "to_flat_metrics",
     "toxicity_probability",
     "win_rate",
+    "with_kl",
 ]
 
 
@@ -81,6 +83,8 @@ class EvalConfig:
     """Toxicity judges: "minilm" (independent, headline), "svm" (the PPO reward) or a classifier folder."""
     n_bootstrap: int = 1000
     """Bootstrap resamples of the prompts for every interval."""
+    reference_texts: int = 64
+    """Held-out (prompt, helpful reply) pairs whose perplexity each policy is measured on."""
     seed: int = 0
     """Seed for sampling and the bootstrap."""
 
@@ -404,3 +408,38 @@ def evaluate_stage(model, tokenizer, prompts: Sequence, cfg: EvalConfig | None =
                             temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size,
                             n_boot=cfg.n_bootstrap)
     return result, to_flat_metrics(result, method)
+
+
+def with_kl(result: EvalResult, kl: float) -> EvalResult:
+    """`result` with an exactly known KL to the base (0 for the base itself, log n - (n-1)/n for
+    best-of-n) as its "kl" metric: a number with no sampling spread, so its interval is a point."""
+    n = result.metrics[next(iter(result.metrics))].n if result.metrics else 0
+    result.metrics["kl"] = Metric(float(kl), float(kl), float(kl), n)
+    return result
+
+
+_TABLE_COLUMNS = (("kl", "KL (nats)"), ("{judge0}.toxic_share", "toxic share [{judge0}]"),
+                  ("{judge1}.toxic_share", "toxic share [{judge1}]"),
+                  ("{judge0}.expected_max_toxicity", "exp. max toxicity [{judge0}]"),
+                  ("{judge0}.toxicity_probability", "P(>=1 toxic of k) [{judge0}]"),
+                  ("gold_utility", "gold utility"), ("rude_share", "rude share (world)"),
+                  ("perplexity", "perplexity"), ("distinct_2", "distinct-2"), ("length_words", "words"))
+
+
+def method_table(results: dict[str, EvalResult]) -> pd.DataFrame:
+    """One row per method: KL, toxicity by both judges, gold utility, perplexity, distinct-2, length,
+    each as "value [ci_low, ci_high]", and the number of prompts behind them."""
+    rows = []
+    for method, result in results.items():
+        judges = list(result.judges) + ["", ""]
+        row = {"method": method}
+        for key, label in _TABLE_COLUMNS:
+            key, label = key.format(judge0=judges[0], judge1=judges[1]), label.format(judge0=judges[0],
+                                                                                      judge1=judges[1])
+            if key in result.metrics:
+                m = result.metrics[key]
+                row[label] = f"{m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
+        first = next(iter(result.metrics.values()), None)
+        row["prompts"] = first.n if first else 0
+        rows.append(row)
+    return pd.DataFrame(rows)

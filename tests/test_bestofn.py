@@ -74,3 +74,17 @@ def test_best_of_n_on_tiny_model(tiny_lm):
                                          bestofn.BestOfNConfig(n=4, ns=(1, 2, 4), max_new_tokens=8))
     assert metrics["reward_best"] >= metrics["reward_base"]
     assert 3 == len(art["table"])
+
+
+def test_bestofn_stage_gives_k_winners_and_a_row_per_group(tiny_lm):
+    """k=2 draws of best-of-3 for 2 prompts: 4 winners, each the longest of its own group of 3."""
+    model, tok = tiny_lm
+    reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
+    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?", "Sleep?"], reward,
+                                         bestofn.BestOfNConfig(n=3, ns=(1, 3), max_new_tokens=8), k=2)
+    assert [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)] == sorted((s.prompt_id, s.completion_id)
+                                                                    for s in art["samples"])
+    assert 12 == len(art["pool"]) and 2 == metrics["prompts"]
+    for w in art["samples"]:
+        group = [s for s in art["pool"] if s.prompt_id == w.prompt_id and s.completion_id // 3 == w.completion_id]
+        assert len(w.text) == max(len(s.text) for s in group)

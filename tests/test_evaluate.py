@@ -208,3 +208,26 @@ def test_heldout_reference_texts_asks_for_helpful_heldout():
 
     assert [("Sleep?", "Keep it dark.")] == evaluate.heldout_reference_texts(World(), n=1)
     assert [(1, {"helpful": 1.0}, "heldout")] == calls
+
+
+def test_with_kl_and_method_table():
+    """An exact KL is a point interval; the table has one row per method with KL and toxic share."""
+    base = evaluate.with_kl(_result(np.array([[0.1, 0.9], [0.2, 0.3]])), 0.0)
+    bon = evaluate.with_kl(_result(np.array([[0.1, 0.1], [0.2, 0.0]])), math.log(4) - 3 / 4)
+    assert evaluate.Metric(0.0, 0.0, 0.0, 2) == base.metrics["kl"]
+    table = evaluate.method_table({"base": base, "best-of-4": bon})
+    assert ["base", "best-of-4"] == table["method"].tolist()
+    assert "0.000 [0.000, 0.000]" == table.loc[0, "KL (nats)"]
+    assert table.loc[1, "toxic share [len]"].startswith("0.000 [")
+    assert [2, 2] == table["prompts"].tolist()
+
+
+def test_methods_vs_kl_places_each_method_at_its_kl():
+    """One point per method at (KL, toxic share) in the first panel, (KL, gold utility) in the second."""
+    base = evaluate.with_kl(_result(np.array([[0.9, 0.9]]), gold_utility=np.array([[0.1, 0.3]])), 0.0)
+    ppo = evaluate.with_kl(_result(np.array([[0.0, 0.9]]), gold_utility=np.array([[0.5, 0.5]])), 2.0)
+    fig = eval_plots.methods_vs_kl({"base": base, "ppo": ppo})
+    points = [c.lines[0].get_xydata()[0].tolist() for c in fig.axes[0].containers]
+    assert [[0.0, 1.0], [2.0, 0.5]] == points
+    gold = [c.lines[0].get_xydata()[0].tolist() for c in fig.axes[1].containers]
+    assert [[0.0, pytest.approx(0.2)], [2.0, 0.5]] == gold

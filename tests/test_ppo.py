@@ -66,9 +66,9 @@ def test_config_fields_all_documented_and_validated():
 
 
 def test_score_rises_with_a_token_reward(tiny_tokenizer):
-    """Rewarding one token makes PPO produce more of it within a dozen steps."""
+    """Rewarding one token makes PPO produce more of it within twenty steps."""
     result = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                       small_cfg(total_steps=12))
+                       small_cfg(total_steps=20))
     first, last = mean(result.metrics[:3], "objective/scores"), mean(result.metrics[-3:], "objective/scores")
     assert last > first + 0.1
 
