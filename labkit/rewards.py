@@ -6,7 +6,7 @@ Stage: rewards, used by PPO, best-of-N and evaluation. A reward is a callable
 policy (the old TRL PPO loop could not; see DESIGN.md).
 
 Rewards here:
-    ToxicityReward      alt-profanity-check's linear SVM: the non-toxic logit, or 1 - P(toxic)
+    ToxicityReward      alt-profanity-check's linear SVM: the non-toxic logit, 1 - P(toxic), or pass/fail
     HFClassifierReward  any Hugging Face sequence classifier, the rewarded label found BY NAME
     GoldReward          the tiny world's gold utility (or one of its terms): the "true" reward
     PreferenceReward    the preference reward model trained by `reward_model`
@@ -30,7 +30,7 @@ import torch
 
 __all__ = ["FunctionReward", "GoldReward", "HFClassifierReward", "Normalized", "PreferenceReward", "Reward",
            "ToxicityReward", "WeightedSum", "from_pretrained_or_explain", "nontoxic_logit", "resolve_label",
-           "toxicity_prob"]
+           "toxicity_prob", "toxicity_reward_plot"]
 
 
 class Reward:
@@ -183,21 +183,58 @@ def toxicity_prob(texts: Sequence[str]) -> np.ndarray:
 
 
 class ToxicityReward(Reward):
-    """Reward for NOT being toxic: the SVM's non-toxic logit ("logit") or 1 - P(toxic) ("prob").
+    """Reward for NOT being toxic: the SVM's non-toxic logit, 1 - P(toxic), or 1/0 below/above a threshold.
 
-    Scores the response only. The logit is unbounded, so PPO keeps a gradient signal on replies
-    that are already clean; the probability saturates at 1.
+    Scores the response only. kind "logit" is unbounded, so PPO keeps a gradient signal on replies
+    that are already clean (and can chase it forever); "prob" saturates at 1, so a clean reply has
+    nothing left to gain; "binary" is 1.0 when P(toxic) < `threshold`, else 0.0: the pass/fail
+    verdict of evaluation, no signal at all about how close a reply is to the line.
     """
 
-    def __init__(self, kind: str = "logit", name: str | None = None):
-        if kind not in ("logit", "prob"):
-            raise ValueError(f"kind must be 'logit' or 'prob', got {kind!r}")
-        self.kind = kind
+    KINDS = ("logit", "prob", "binary")
+
+    def __init__(self, kind: str = "logit", name: str | None = None, threshold: float = 0.5):
+        if kind not in self.KINDS:
+            raise ValueError(f"kind must be one of {self.KINDS}, got {kind!r}")
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold is a probability of toxicity in (0, 1), got {threshold}")
+        self.kind, self.threshold = kind, threshold
         self.name = name or f"nontoxic_{kind}"
         _profanity_check()  # fail now, not in the middle of PPO
 
     def score(self, prompts, responses):
-        return nontoxic_logit(responses) if self.kind == "logit" else 1.0 - toxicity_prob(responses)
+        if self.kind == "logit":
+            return nontoxic_logit(responses)
+        prob = toxicity_prob(responses)
+        return 1.0 - prob if self.kind == "prob" else (prob < self.threshold).astype(float)
+
+
+def toxicity_reward_plot(texts: Sequence[str], threshold: float = 0.5):
+    """The toxicity reward's three shapes on the same texts, plotted against the SVM's non-toxic logit.
+
+    The logit reward is the x axis itself: unbounded, it never stops rising. The points are
+    1 - P(toxic) (`axes.collections[0]`, saturating at both ends) and the pass/fail reward
+    (`axes.collections[1]`, a step at P(toxic) = `threshold`). Returns a matplotlib Figure.
+    """
+    from matplotlib.figure import Figure
+
+    texts = [str(t) for t in texts]
+    logit = nontoxic_logit(texts)
+    prob = 1.0 - toxicity_prob(texts)
+    binary = ToxicityReward("binary", threshold=threshold).score([""] * len(texts), texts)
+    fig = Figure(figsize=(6, 3.8))
+    ax = fig.add_subplot()
+    ax.scatter(logit, prob, s=12, alpha=0.6, color="tab:blue", label='"prob": 1 - P(toxic)')
+    ax.scatter(logit, binary, s=12, alpha=0.6, marker="|", color="tab:red",
+               label=f'"binary": 1 if P(toxic) < {threshold:g}')
+    ax.axhline(1.0 - threshold, ls=":", color="grey")
+    ax.set_xlabel('non-toxic logit of the SVM (= the "logit" reward, unbounded)')
+    ax.set_ylabel("reward")
+    ax.set_ylim(-0.08, 1.08)
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(f"Three rewards from one toxicity classifier ({len(texts)} replies)")
+    fig.tight_layout()
+    return fig
 
 
 # -- Hugging Face classifiers ------------------------------------------------------------------

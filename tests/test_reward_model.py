@@ -205,3 +205,80 @@ def test_causal_lm_backbone_trains_and_scores(tiny_tokenizer, tmp_path):
     ids = reward_model.encode(tokenizer, "how do i", "water good", max_length=48)
     assert "<|assistant|>" in tokenizer.decode(ids)
     assert (3,) == tuple(reward_model.score(model, tokenizer, ["q"] * 3, ["a", "bb", "ccc"]).shape)
+
+
+def test_replies_are_distinct_and_in_first_seen_order():
+    """replies() lists every (prompt, reply) of a split once, chosen and rejected alike."""
+    from datasets import Dataset
+
+    split = Dataset.from_dict({"prompt": ["p", "p", "q"], "chosen": ["a", "a", "a"], "rejected": ["b", "c", "b"]})
+    assert (["p", "p", "p", "q", "q"], ["a", "b", "c", "a", "b"]) == reward_model.replies(split)
+
+
+def test_gold_comparison_and_correlation():
+    """A reward equal to gold has zero rank disagreement and correlation 1; the reversed one flips both."""
+    from labkit import world as world_mod
+
+    w = world_mod.load()
+    prompt = w.prompts("train")[0]
+    rng = random.Random(0)
+    texts = [w.reply(prompt, style, rng) for style in world_mod.STYLES]
+    prompts = [prompt.text] * len(texts)
+    gold = rewards.GoldReward(w)
+    same = reward_model.gold_comparison(gold, prompts, texts, world=w)
+    assert ["prompt", "reply", "reward", "gold", "disagreement"] == list(same.columns)
+    assert np.allclose(0.0, same["disagreement"])
+    assert math.isclose(1.0, reward_model.gold_correlation(same)["gold_spearman"])
+    flipped = reward_model.gold_comparison(rewards.FunctionReward(lambda p, r: -gold(p, r)), prompts, texts, world=w)
+    best = flipped["gold"].idxmax()
+    assert flipped.loc[best, "disagreement"] < -0.5
+    assert math.isclose(-1.0, reward_model.gold_correlation(flipped)["gold_spearman"])
+
+
+def test_gold_correlation_is_nan_for_a_constant_reward():
+    """A constant reward (or fewer than three replies) has no correlation: NaN, not an error."""
+    import pandas as pd
+
+    table = pd.DataFrame({"reward": [1.0, 1.0, 1.0], "gold": [0.1, 0.5, 0.9]})
+    assert all(math.isnan(v) for v in reward_model.gold_correlation(table).values())
+    assert math.isnan(reward_model.gold_correlation(table.head(2))["gold_pearson"])
+
+
+def test_reward_stage_scores_heldout_accuracy_on_eval_pairs(bert_dir):
+    """With eval_pairs, heldout_accuracy is measured on them: swapping every test pair gives 1 - the test accuracy."""
+    cfg = RewardModelConfig(backbone=str(bert_dir), max_length=32, learning_rate=3e-3, epochs=1, batch_size=8)
+    data = easy_pairs()
+    swapped = data["test"].rename_columns({"chosen": "rejected", "rejected": "chosen"})
+    _, metrics = reward_model.reward_stage(data, cfg, eval_pairs=swapped)
+    assert math.isclose(1.0 - metrics["test_split_accuracy"], metrics["heldout_accuracy"])
+    assert len(swapped) == metrics["num_test"] and metrics["heldout_accuracy"] < 0.5
+    _, default = reward_model.reward_stage(data, cfg)
+    assert math.isclose(metrics["test_split_accuracy"], default["heldout_accuracy"])
+    assert "test_split_accuracy" not in default
+
+
+def test_reward_stage_takes_the_test_split_of_eval_pairs_and_refuses_leaks(bert_dir):
+    """A DatasetDict's "test" split is used; eval pairs on training prompts raise before any training."""
+    from datasets import DatasetDict
+
+    cfg = RewardModelConfig(backbone=str(bert_dir), max_length=32, epochs=1, batch_size=8)
+    data = easy_pairs()
+    both = DatasetDict({"train": data["train"], "test": data["test"]})
+    _, metrics = reward_model.reward_stage(data, cfg, eval_pairs=both)
+    assert len(data["test"]) == metrics["num_test"]
+    with pytest.raises(ValueError, match="same seed"):
+        reward_model.reward_stage(data, cfg, eval_pairs=data["train"])
+
+
+def test_gold_scatter_plots_every_reply_once_per_group():
+    """One point collection per style, together holding every (gold, reward) of the table."""
+    import pandas as pd
+
+    table = pd.DataFrame({"reward": [0.5, -1.0, 2.0, 0.0], "gold": [0.1, -0.5, 0.8, 0.2],
+                          "style": ["vague", "rude", "helpful", None]})
+    fig = reward_model.gold_scatter(table)
+    collections = fig.axes[0].collections
+    assert ["?", "helpful", "rude", "vague"] == [c.get_label() for c in collections]
+    points = sorted(map(tuple, np.concatenate([c.get_offsets() for c in collections])))
+    assert sorted(zip(table["gold"], table["reward"])) == points
+    assert 1 == len(reward_model.gold_scatter(table, hue=None).axes[0].collections)

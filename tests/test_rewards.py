@@ -173,3 +173,25 @@ def test_preference_reward_needs_a_tokenizer_with_a_model():
     """Wrapping a model object without its tokenizer raises a ValueError that says what to pass."""
     with pytest.raises(ValueError, match="tokenizer="):
         rewards.PreferenceReward(torch.nn.Linear(1, 1))
+
+
+def test_binary_toxicity_reward_thresholds_the_probability():
+    """kind="binary" is 1.0 below the P(toxic) threshold and 0.0 at or above it."""
+    texts = CLEAN + TOXIC + ["damn it", "you fool"]
+    prob = rewards.toxicity_prob(texts)
+    for threshold in (0.5, 0.2):
+        got = rewards.ToxicityReward("binary", threshold=threshold)(["q"] * len(texts), texts)
+        assert (prob < threshold).astype(float).tolist() == got.tolist()
+    assert [1.0] * 4 + [0.0] * 4 == rewards.ToxicityReward("binary")(PROMPTS * 2, CLEAN + TOXIC).tolist()
+    with pytest.raises(ValueError, match="threshold"):
+        rewards.ToxicityReward("binary", threshold=1.5)
+
+
+def test_toxicity_reward_plot_carries_the_three_rewards():
+    """The plot's points are (logit, 1 - P(toxic)) and (logit, pass/fail) of every text."""
+    texts = CLEAN + TOXIC
+    fig = rewards.toxicity_reward_plot(texts, threshold=0.5)
+    prob_points, binary_points = (c.get_offsets() for c in fig.axes[0].collections)
+    logit = rewards.nontoxic_logit(texts)
+    assert np.allclose(np.c_[logit, 1.0 - rewards.toxicity_prob(texts)], prob_points)
+    assert np.allclose(np.c_[logit, [1.0] * 4 + [0.0] * 4], binary_points)
