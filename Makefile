@@ -41,8 +41,13 @@ pretrain: $(STAMP)
 rankings: $(STAMP)
 	$(VENV)/bin/labkit rankings
 
+# Each benchmark writes benchmarks/results/<name>.json; run them on an otherwise idle machine.
 bench: $(STAMP)
+	$(PY) benchmarks/ppo_targets.py
+	$(PY) benchmarks/reward_model.py
+	$(PY) benchmarks/reward_hacking.py
 	$(PY) benchmarks/peer_ppo.py
+	$(PY) benchmarks/smol.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -52,9 +52,12 @@ class Preset:
     """Held-out prompts used by generation and evaluation in the main job."""
     batch_size: int = 32
     """Prompts per generation batch."""
-    ppo_reward: str = "toxicity:prob"
-    """What PPO and best-of-N optimise (`run.make_reward`): "toxicity:prob", "toxicity:logit", "gold",
-    "preference", or a sum such as "toxicity:prob+preference"."""
+    ppo_reward: str = "toxicity:binary"
+    """What PPO and best-of-N optimise (`run.make_reward`): "toxicity:binary" (1 if the classifier's
+    P(toxic) < 0.5), "toxicity:prob", "toxicity:logit", "gold", "preference", or a sum such as
+    "toxicity:prob+preference". Pass/fail by default: it prefers no clean style over another, so the
+    KL penalty keeps the rest of the base model's behaviour (the unbounded logit reward drives the
+    tiny model to content-free vague replies; benchmarks/ppo_targets.py --reward toxicity:logit)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-stage config overrides, keyed by stage name ("ppo", "reward", ...)."""
 

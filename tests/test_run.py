@@ -1,0 +1,80 @@
+"""The main job: stages in order, metrics.json after every stage, a self-contained report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from labkit import cli, presets, run
+
+SMALL_STAGES = {
+    "labels": {"num_prompts": 12, "personas": ("careful", "safety_first", "noisy_crowdworker")},
+    "reward": {"max_steps": 3, "batch_size": 8},
+    "ppo": {"total_steps": 2, "batch_size": 8, "mini_batch_size": 4, "ppo_epochs": 1},
+    "bestofn": {"n": 2, "ns": (1, 2)},
+    "dpo": {"max_steps": 2, "batch_size": 4, "probe_pairs": 4},
+    "evaluate": {"n_bootstrap": 20, "reference_texts": 4, "judges": ("svm",)},
+}
+
+
+def small_preset(**stages):
+    """The tiny preset at toy sizes: every stage runs in seconds."""
+    return presets.load("tiny", num_eval_prompts=3, completions_per_prompt=2, max_new_tokens=12,
+                        stages={**SMALL_STAGES, **stages})
+
+
+def test_generate_stage_writes_metrics_config_and_report(tmp_path):
+    """`run` with the generate stage writes the issue's generate.* keys, the config and the report."""
+    state = run.run(small_preset(), tmp_path, stages=("generate",))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 6 == metrics["generate.num_samples"]
+    assert 0.0 <= metrics["generate.rude_fraction"] <= 1.0
+    assert "generate.gold_utility_mean" in metrics
+    assert ["load", "generate"] == json.loads((tmp_path / "config.json").read_text())["stages"]
+    assert 6 == sum(1 for _ in open(tmp_path / "samples.jsonl"))
+    assert "Base model samples" in (tmp_path / "report.html").read_text()
+    assert "labkit run: preset tiny" in run.summary(state)
+
+
+@pytest.mark.slow
+def test_every_stage_runs_and_reports_its_keys(tmp_path):
+    """The whole pipeline at toy sizes writes every key the issues name, and figures into the report."""
+    run.run(small_preset(), tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    wanted = ["generate.rude_fraction", "generate.gold_utility_mean", "generate.num_samples",
+              "labels.num_items", "labels.krippendorff_alpha", "pairs.num_train", "pairs.num_test",
+              "reward.heldout_accuracy", "reward.gold_correlation",
+              "ppo.rude_fraction_before", "ppo.rude_fraction_after", "ppo.kl_mean", "ppo.gold_utility_before",
+              "ppo.gold_utility_after", "ppo.wall_seconds"]
+    wanted += [f"evaluate.{m}.{k}" for m in ("base", "bestof2", "ppo", "dpo")
+               for k in ("toxic_share", "expected_max_toxicity", "kl", "gold_utility", "perplexity")]
+    assert [] == [k for k in wanted if k not in metrics]
+    assert 12 * 2 == metrics["labels.num_items"]  # two rounds of items per prompt
+    assert 0.0 == metrics["evaluate.base.kl"]
+    assert metrics["evaluate.bestof2.kl"] == pytest.approx(0.1931, abs=1e-3)  # log 2 - 1/2
+    for folder in ("labels", "pairs", "reward_model", "ppo", "dpo"):
+        assert (tmp_path / folder).is_dir(), folder
+    report = (tmp_path / "report.html").read_text()
+    assert report.count("<img src='data:image/png;base64,") >= 6  # figures are embedded, not linked
+    assert "src='http" not in report
+
+
+def test_a_stage_without_its_input_names_the_stage_to_run(tmp_path):
+    """pairs without labels fails with a message that names the labels stage; metrics so far are kept."""
+    with pytest.raises(ValueError, match="'labels'"):
+        run.run(small_preset(), tmp_path, stages=("generate", "pairs"))
+    assert "generate.num_samples" in json.loads((tmp_path / "metrics.json").read_text())
+
+
+def test_unknown_stage_and_reward_are_clear_errors(tmp_path):
+    """A typo in a stage or a reward name lists the valid ones."""
+    with pytest.raises(ValueError, match="choose from"):
+        run.run(small_preset(), tmp_path, stages=("generat",))
+    with pytest.raises(ValueError, match="toxicity:prob"):
+        run.make_reward("toxic")
+
+
+def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
+    """`labkit run --preset nope` exits 2 and says which presets exist."""
+    assert 2 == cli.main(["run", "--preset", "nope", "--out", str(tmp_path)])
+    assert "unknown preset 'nope'" in capsys.readouterr().err
