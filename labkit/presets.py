@@ -89,9 +89,16 @@ def _tiny() -> Preset:
                   stages={"ppo": {"total_steps": 80}, "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}})
 
 
+def _real_model_stages() -> dict[str, dict[str, Any]]:
+    """Stage sizes for a real ~100M+ parameter model on one GPU (smaller steps than the tiny model's)."""
+    return {"ppo": {"learning_rate": 1e-4, "mini_batch_size": 8, "total_steps": 100},
+            "reward": {"batch_size": 16}, "dpo": {"learning_rate": 5e-5, "batch_size": 4},
+            "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}}
+
+
 def _smol() -> Preset:
     return Preset(name="smol", policy="smol", max_new_tokens=64, completions_per_prompt=4,
-                  num_eval_prompts=24, batch_size=8)
+                  num_eval_prompts=24, batch_size=8, stages=_real_model_stages())
 
 
 def _hub(target: str) -> Preset:
@@ -99,7 +106,7 @@ def _hub(target: str) -> Preset:
         raise ValueError("preset 'hub:' needs a model after the colon, e.g. 'hub:./my-model' "
                          "or 'hub:HuggingFaceTB/SmolLM2-135M-Instruct'")
     return Preset(name=f"hub:{target}", policy=target, max_new_tokens=64, completions_per_prompt=4,
-                  num_eval_prompts=24, batch_size=8)
+                  num_eval_prompts=24, batch_size=8, stages=_real_model_stages())
 
 
 def default_name() -> str:

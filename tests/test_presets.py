@@ -78,3 +78,16 @@ def test_workdir_follows_the_environment(tmp_path, monkeypatch):
     folder = presets.workdir("03", "reward_model")
     assert tmp_path / "03" / "reward_model" == folder
     assert folder.is_dir()
+
+
+def test_every_preset_stage_override_names_real_fields():
+    """Each preset's per-stage overrides build their stage's config (a typo would raise)."""
+    from labkit import bestofn, dpo, evaluate, ppo, reward_model, shipped
+
+    classes = {"ppo": ppo.PPOConfig, "reward": reward_model.RewardModelConfig, "dpo": dpo.LabDPOConfig,
+               "bestofn": bestofn.BestOfNConfig, "evaluate": evaluate.EvalConfig, "labels": shipped.RankingsConfig}
+    for name in ("tiny", "smol", "hub:./some-folder"):
+        preset = presets.load(name)
+        assert set(preset.stages) <= set(classes), name
+        for stage in preset.stages:
+            preset.stage_config(stage, classes[stage])
