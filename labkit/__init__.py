@@ -22,6 +22,7 @@ __all__ = [
     "models",
     "pairs",
     "plots",
+    "policies",
     "ppo",
     "ppo_math",
     "ppo_plots",

@@ -6,7 +6,8 @@ Inputs: a policy, prompts, a reward callable `(prompts, responses) -> tensor (B,
 No training, yet a strong baseline (Stiennon et al. 2020; Gao et al. 2023 use it to study reward
 over-optimisation). Its distance from the base policy has a closed form,
 KL(best-of-n || base) = log n - (n - 1) / n, which Beirami et al. (2024) show is an upper bound
-(exact for continuous rewards without ties). The reward of best-of-n for every n <= N comes from
+(exact for continuous rewards without ties); `bon_kl_discrete` counts ties, which a pass/fail reward
+has plenty of. The reward of best-of-n for every n <= N comes from
 one pool of N samples per prompt by the unbiased estimator of E[max of n draws without
 replacement]: sort the pool, weight the i-th smallest by C(i-1, n-1) / C(N, n).
 """
@@ -26,6 +27,7 @@ __all__ = [
     "best_of_n",
     "bestofn_stage",
     "bon_kl",
+    "bon_kl_discrete",
     "expected_best",
     "plot_reward_vs_n",
     "reward_vs_n",
@@ -56,6 +58,27 @@ def bon_kl(n: int) -> float:
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     return math.log(n) - (n - 1) / n
+
+
+def bon_kl_discrete(scores: Sequence[float], n: int) -> float:
+    """KL(best-of-n || base) for one prompt from a pool of its rewards, counting ties (nats).
+
+    Replies with the same reward are interchangeable to best-of-n (`select_best` keeps the first of a
+    tie: a uniformly random one, as the samples are i.i.d.), so a reply of reward r has its probability
+    multiplied by (F(r)^n - F(r-)^n) / P(R = r), F the reward's CDF (Beirami et al. 2024, sec. 3), and
+    KL = sum over reward values r of P(max of n = r) * log of that factor. The pool's frequencies
+    stand in for the probabilities: a good estimate when the reward takes a few values (a pass/fail
+    reward: KL = -log P(pass) when some sample passes almost surely); for a continuous reward each
+    sample is its own value and the estimate stays below the analytic `bon_kl(n)`, which it approaches
+    as the pool grows."""
+    values = np.asarray(scores, float)
+    if n < 1 or len(values) == 0:
+        raise ValueError(f"need n >= 1 and at least one score, got n={n} and {len(values)} scores")
+    _, counts = np.unique(values, return_counts=True)
+    prob = counts / counts.sum()
+    cdf = np.cumsum(prob)
+    p_max = cdf ** n - (cdf - prob) ** n  # P(the best of n has this value); > 0 wherever prob > 0
+    return float(np.sum(p_max * np.log(p_max / prob)))
 
 
 def select_best(samples: list, scores: Sequence[float]) -> list:
@@ -155,26 +178,30 @@ def bestofn_stage(model, tokenizer, prompts: Sequence, reward: Callable, cfg: Be
     """The main job's entry point: `k` best-of-`cfg.n` winners per prompt, the reward-vs-n table and metrics.
 
     One pool of n * k samples per prompt serves both: each group of n gives one winner (what the
-    evaluation's k samples per prompt need), and each group is one row of the reward-vs-n table.
-    Returns ({"samples": winners, "pool": all samples, "table": DataFrame}, metrics)."""
+    evaluation's k samples per prompt need), and the whole pool of a prompt is one row of the
+    reward-vs-n table (the estimator takes any pool of at least n; a bigger pool lowers its variance,
+    and the standard errors are over prompts, the independent unit).
+    Returns ({"samples": winners, "pool": all samples, "scores": the pool's rewards, "table": DataFrame},
+    metrics); metrics `kl_analytic` (the bound `bon_kl(n)`) and `kl_discrete` (`bon_kl_discrete` on each
+    prompt's pool, averaged over prompts: the KL once tied rewards are counted)."""
     cfg = cfg or BestOfNConfig()
     if max(cfg.ns) > cfg.n:
         raise ValueError(f"ns={cfg.ns} asks for more than the pool of n={cfg.n}; raise n or trim ns")
     best, pool, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, k=k, temperature=cfg.temperature,
                                    max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
                                    return_pool=True)
-    rows = list(dict.fromkeys((s.prompt_id, s.completion_id // cfg.n) for s in pool))  # (prompt, group)
-    row = {key: i for i, key in enumerate(rows)}
-    grid = np.zeros((len(rows), cfg.n))
+    row = {p: i for i, p in enumerate(dict.fromkeys(s.prompt_id for s in pool))}
+    grid = np.zeros((len(row), cfg.n * k))  # (P, n * k): every prompt's whole pool
     gold = np.zeros_like(grid) if world is not None else None
     for s, score in zip(pool, scores):
-        i, j = row[(s.prompt_id, s.completion_id // cfg.n)], s.completion_id % cfg.n
-        grid[i, j] = score
+        grid[row[s.prompt_id], s.completion_id] = score
         if gold is not None:
-            gold[i, j] = world.gold(s.prompt, s.text).utility
+            gold[row[s.prompt_id], s.completion_id] = world.gold(s.prompt, s.text).utility
     table = reward_vs_n(grid, cfg.ns, gold=gold)
-    metrics = {"n": cfg.n, "kl_analytic": bon_kl(cfg.n), "reward_best": float(expected_best(grid, cfg.n).mean()),
-               "reward_base": float(grid.mean()), "prompts": len({p for p, _ in rows})}
+    metrics = {"n": cfg.n, "kl_analytic": bon_kl(cfg.n),
+               "kl_discrete": float(np.mean([bon_kl_discrete(r, cfg.n) for r in grid])),
+               "reward_best": float(expected_best(grid, cfg.n).mean()),
+               "reward_base": float(grid.mean()), "prompts": len(row)}
     if gold is not None:
         metrics.update(gold_best=float(expected_best(grid, cfg.n, gold=gold).mean()), gold_base=float(gold.mean()))
-    return {"samples": best, "pool": pool, "table": table}, metrics
+    return {"samples": best, "pool": pool, "scores": scores, "table": table}, metrics

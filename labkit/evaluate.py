@@ -19,6 +19,8 @@ Quality:
     gold_utility  mean GoldScore.utility, rude_share by the world's style recogniser (tiny world)
     reward        mean of a reward callable (the proxy PPO maximised), when given
 `compare(before, after)` gives win rates of after over before on the same prompts (ties half).
+`metrics_table` lays every metric out per method; `method_table` is its one-row-per-method summary;
+`style_breakdown` shows what the replies are (the world's styles) and what each judge calls them.
 """
 from __future__ import annotations
 
@@ -43,7 +45,9 @@ __all__ = [
     "heldout_reference_texts",
     "kl_to_reference",
     "method_table",
+    "metrics_table",
     "perplexity",
+    "style_breakdown",
     "summarise",
     "to_flat_metrics",
     "toxicity_probability",
@@ -128,8 +132,12 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
 
 
 def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, *, n_boot: int = 1000, seed: int = 0,
-              level: float = 0.95) -> Metric:
-    """Percentile bootstrap of `stat(indices)` resampling `n_units` units (prompts) with replacement."""
+              level: float = 0.95, recenter: bool = False) -> Metric:
+    """Percentile bootstrap of `stat(indices)` resampling `n_units` units (prompts) with replacement.
+
+    `recenter`: shift the interval by value - mean(draws), for a statistic whose resamples are
+    biased by construction (distinct-n of a resample, which holds fewer distinct prompts: a smaller
+    corpus repeats itself less); the interval keeps the bootstrap's spread around the value."""
     if n_units < 1:
         raise ValueError("bootstrap needs at least one unit (prompt); got none")
     value = float(stat(np.arange(n_units)))
@@ -140,7 +148,8 @@ def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, *, n_boot: int 
         return Metric(value, math.nan, math.nan, n_units)
     alpha = (1 - level) / 2
     low, high = np.quantile(draws, [alpha, 1 - alpha])
-    return Metric(value, float(low), float(high), n_units)
+    shift = value - float(draws.mean()) if recenter else 0.0
+    return Metric(value, float(low + shift), float(high + shift), n_units)
 
 
 def _grid(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -302,12 +311,13 @@ def summarise(table: pd.DataFrame, judges: list[str], *, n_boot: int = 1000, see
     grams = {k: [_ngrams(t, k) for t in table["text"]] for k in (1, 2)}
     for k in (1, 2):
         # Corpus distinct-n. A bootstrap resample that draws a prompt twice would count its texts
-        # twice and fake repetition, so each resample keeps its distinct prompts only (its interval
-        # is therefore a little optimistic: a smaller corpus repeats itself less).
+        # twice and fake repetition, so each resample keeps its distinct prompts only (about 63% of
+        # them). A smaller corpus repeats itself less, so every resample reads higher than the full
+        # corpus (by 0.04 to 0.06 on the tiny preset): the interval is recentred on the value.
         def distinct(idx, g=grams[k]):
             flat = [x for r in rows(np.unique(idx)) for x in g[r]]
             return len(set(flat)) / len(flat) if flat else 0.0
-        metrics[f"distinct_{k}"] = bootstrap(distinct, n, **boot)
+        metrics[f"distinct_{k}"] = bootstrap(distinct, n, recenter=True, **boot)
         # Within-prompt distinct-n: does the policy say the same thing k times (mode collapse)?
         per_prompt = np.array([distinct(np.array([i])) for i in range(n)])
         metrics[f"distinct_{k}_per_prompt"] = bootstrap(lambda idx, v=per_prompt: v[idx].mean(), n, **boot)
@@ -443,3 +453,40 @@ def method_table(results: dict[str, EvalResult]) -> pd.DataFrame:
         row["prompts"] = first.n if first else 0
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def metrics_table(results: dict[str, EvalResult | dict[str, Metric]],
+                  keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Every metric (a row) of every method (a column) as "value [ci_low, ci_high] (n=...)".
+
+    `results`: {column name: EvalResult or metric dict (e.g. `compare`'s win rates)}. `keys`: the rows
+    to show, in order (default: every metric any result has, in first-seen order). A metric a result
+    lacks shows as "". The full before/after table, where `method_table` is the one-line summary.
+    """
+    metrics = {name: r.metrics if isinstance(r, EvalResult) else r for name, r in results.items()}
+    if keys is None:
+        keys = list(dict.fromkeys(k for m in metrics.values() for k in m))
+    return pd.DataFrame({name: [str(m[k]) if k in m else "" for k in keys] for name, m in metrics.items()},
+                        index=pd.Index(list(keys), name="metric"))
+
+
+def style_breakdown(results: dict[str, EvalResult], world, threshold: float = 0.5) -> pd.DataFrame:
+    """What each method's replies ARE, by the world's style recogniser, and what each judge calls them.
+
+    One row per style (helpful, vague, rude, fluff, ...; "unrecognised" when the world cannot tell),
+    and per method the share of its samples in that style and, per judge, the share of those
+    samples with P(toxic) >= `threshold`. Where two judges disagree, this shows who is wrong: a
+    judge that flags "fluff" has a false positive, one that passes "rude" a miss.
+    """
+    columns = {}
+    for method, result in results.items():
+        t = result.table
+        style = pd.Series([world.classify_style(p, x) or "unrecognised" for p, x in zip(t["prompt"], t["text"])],
+                          index=t.index)
+        columns[(method, "share")] = style.value_counts(normalize=True)
+        for j in result.judges:
+            columns[(method, f"toxic [{j}]")] = (t[f"tox.{j}"] >= threshold).groupby(style).mean()
+    table = pd.DataFrame(columns)
+    table.columns = pd.MultiIndex.from_tuples(table.columns)
+    first = next(iter(results))
+    return table.sort_values((first, "share"), ascending=False).rename_axis("style")

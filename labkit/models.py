@@ -92,13 +92,28 @@ def _finish(model: PreTrainedModel, tokenizer, device: str) -> tuple[PreTrainedM
     return model.to(device).eval(), tokenizer
 
 
+@contextlib.contextmanager
+def _no_progress_bar():
+    """transformers' "Loading weights" bar off: a notebook cell should show the model, not a bar."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def _load_folder(folder: Path, dtype: torch.dtype, what: str):
     if not (folder / "config.json").is_file() or not any((folder / f).exists() for f in _WEIGHT_FILES):
         raise FileNotFoundError(
             f"{what} {folder} has no model in it: expected config.json and model.safetensors (or "
             "pytorch_model.bin). Point at a folder written by `save_pretrained`, or use preset "
             "'tiny' or 'smol'.")
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
+    with _no_progress_bar():
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     return model, tokenizer
 

@@ -92,7 +92,7 @@ def _tiny() -> Preset:
 def _real_model_stages() -> dict[str, dict[str, Any]]:
     """Stage sizes for a real ~100M+ parameter model on one GPU (smaller steps than the tiny model's)."""
     return {"ppo": {"learning_rate": 1e-4, "mini_batch_size": 8, "total_steps": 100},
-            "reward": {"batch_size": 16}, "dpo": {"learning_rate": 5e-5, "batch_size": 4},
+            "reward": {"batch_size": 16}, "dpo": {"learning_rate": 5e-5, "batch_size": 4, "max_steps": -1},
             "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}}
 
 

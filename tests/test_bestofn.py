@@ -76,8 +76,9 @@ def test_best_of_n_on_tiny_model(tiny_lm):
     assert 3 == len(art["table"])
 
 
-def test_bestofn_stage_gives_k_winners_and_a_row_per_group(tiny_lm):
-    """k=2 draws of best-of-3 for 2 prompts: 4 winners, each the longest of its own group of 3."""
+def test_bestofn_stage_gives_k_winners_and_a_table_row_per_prompt(tiny_lm):
+    """k=2 draws of best-of-3 for 2 prompts: 4 winners, each the longest of its own group of 3; the
+    reward-vs-n table reads each prompt's whole pool of 6 (its errors are over the 2 prompts)."""
     model, tok = tiny_lm
     reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
     art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?", "Sleep?"], reward,
@@ -88,3 +89,32 @@ def test_bestofn_stage_gives_k_winners_and_a_row_per_group(tiny_lm):
     for w in art["samples"]:
         group = [s for s in art["pool"] if s.prompt_id == w.prompt_id and s.completion_id // 3 == w.completion_id]
         assert len(w.text) == max(len(s.text) for s in group)
+    assert [2, 2] == art["table"]["prompts"].tolist()
+    assert pytest.approx(float(np.mean(art["scores"]))) == art["table"]["reward"].iloc[0]  # best of 1 = mean
+
+
+def test_bon_kl_discrete_pass_fail_by_hand():
+    """Pass rate 1/2, n=2: P(best passes) = 3/4, so KL = 3/4 log(3/2) + 1/4 log(1/2), below the bound."""
+    expected = 0.75 * math.log(1.5) + 0.25 * math.log(0.5)
+    assert pytest.approx(expected) == bestofn.bon_kl_discrete([1.0, 0.0, 1.0, 0.0], 2)
+    assert bestofn.bon_kl_discrete([1.0, 0.0], 2) < bestofn.bon_kl(2)
+    assert 0.0 == bestofn.bon_kl_discrete([1.0, 1.0, 1.0], 8)  # every reply passes: nothing to choose
+    with pytest.raises(ValueError, match="at least one score"):
+        bestofn.bon_kl_discrete([], 2)
+
+
+def test_bon_kl_discrete_approaches_the_analytic_value_without_ties():
+    """With many distinct rewards the estimate tends to log n - (n - 1)/n from below."""
+    scores = np.random.default_rng(0).normal(size=20000)
+    assert bestofn.bon_kl(4) - 0.01 < bestofn.bon_kl_discrete(scores, 4) <= bestofn.bon_kl(4)
+
+
+def test_bestofn_stage_reports_the_kl_with_ties(tiny_lm):
+    """A constant reward ties every sample: best-of-n is the base model, KL 0, whatever the bound says."""
+    model, tok = tiny_lm
+    reward = lambda p, r: torch.ones(len(r))  # noqa: E731
+    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?"], reward, bestofn.BestOfNConfig(n=2, ns=(1, 2),
+                                                                                              max_new_tokens=4))
+    assert 0.0 == metrics["kl_discrete"]
+    assert pytest.approx(bestofn.bon_kl(2)) == metrics["kl_analytic"]
+    assert [1.0, 1.0] == list(art["scores"])

@@ -68,3 +68,18 @@ def test_bad_pairs_are_refused(tiny_lm, tmp_path):
         dpo.train_dpo(model, tok, rendered)
     with pytest.raises(TypeError, match="Dataset"):
         dpo.train_dpo(model, tok, [("a", "b", "c")])
+
+
+def test_plot_history_draws_training_steps_only():
+    """Eval rows are skipped; each panel holds the per-step values and their running mean."""
+    history = [{"loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "step": 1},
+               {"loss": 0.5, "rewards/margins": 0.4, "rewards/accuracies": 0.75, "step": 2},
+               {"eval_loss": 0.6, "step": 2},
+               {"loss": 0.3, "rewards/margins": 0.9, "rewards/accuracies": 1.0, "step": 3}]
+    fig = dpo.plot_history(history, smooth=2)
+    per_step, mean = fig.axes[1].get_lines()[:2]
+    assert [1, 2, 3] == list(per_step.get_xdata())
+    assert [0.0, 0.4, 0.9] == list(per_step.get_ydata())
+    assert pytest.approx([0.2, 0.65]) == list(mean.get_ydata())
+    with pytest.raises(ValueError, match="no training steps"):
+        dpo.plot_history([{"eval_loss": 0.6, "step": 2}])

@@ -231,3 +231,40 @@ def test_methods_vs_kl_places_each_method_at_its_kl():
     assert [[0.0, 1.0], [2.0, 0.5]] == points
     gold = [c.lines[0].get_xydata()[0].tolist() for c in fig.axes[1].containers]
     assert [[0.0, pytest.approx(0.2)], [2.0, 0.5]] == gold
+
+
+def test_metrics_table_one_column_per_method_every_number_with_its_interval():
+    """Rows are metrics, columns methods; a cell is value [ci] (n); a missing metric is blank."""
+    base = _result(np.array([[0.1, 0.9], [0.2, 0.3]]))
+    wins = {"win_rate.gold_utility": evaluate.Metric(0.75, 0.5, 1.0, 2)}
+    table = evaluate.metrics_table({"base": base, "after over base": wins})
+    assert ["base", "after over base"] == table.columns.tolist()
+    assert str(base.metrics["len.toxic_share"]) == table.loc["len.toxic_share", "base"]
+    assert "0.750 [0.500, 1.000] (n=2)" == table.loc["win_rate.gold_utility", "after over base"]
+    assert "" == table.loc["len.toxic_share", "after over base"]
+    assert ["len.toxic_share"] == evaluate.metrics_table({"base": base}, keys=["len.toxic_share"]).index.tolist()
+
+
+def test_distinct_n_interval_contains_its_value():
+    """Resamples hold fewer distinct prompts and repeat less; the recentred interval still holds the value."""
+    words = ["tip", "water", "soil", "sun", "pot"]
+    texts = [f"{words[i % 5]} {words[(i + c) % 5]} now" for i in range(12) for c in range(2)]
+    table = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(12) for _ in range(2)], "completion_id": [0, 1] * 12,
+                          "text": texts, "tox.len": 0.0})
+    m = evaluate.summarise(table, ["len"], n_boot=200)["distinct_1"]
+    assert pytest.approx(evaluate.distinct_n(texts, 1)) == m.value
+    assert m.ci_low <= m.value <= m.ci_high
+
+
+def test_style_breakdown_shares_and_judge_verdicts_per_style():
+    """Per method: the share of samples in each world style, and per judge the toxic share within it."""
+    before = _result(np.array([[0.9, 0.2], [0.8, 0.1]]))
+    before.table["text"] = ["idiot", "water", "ok", "ok"]
+    after = _result(np.array([[0.6, 0.0], [0.1, 0.1]]))
+    after.table["text"] = ["water", "water", "ok", "ok"]
+    table = evaluate.style_breakdown({"base": before, "ppo": after}, FakeWorld())
+    assert ["unrecognised", "rude"] == table.index.tolist()  # sorted by the first method's share
+    assert [0.75, 0.25] == table[("base", "share")].tolist()
+    assert pytest.approx([1 / 3, 1.0]) == table[("base", "toxic [len]")].tolist()
+    assert 1.0 == table.loc["unrecognised", ("ppo", "share")]
+    assert 0.25 == table.loc["unrecognised", ("ppo", "toxic [len]")]

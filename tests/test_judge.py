@@ -81,3 +81,12 @@ def test_get_judge_rejects_non_judges():
         judge.get_judge(3)
     with pytest.raises(ValueError, match="unique"):
         judge.load_judges(("svm", "svm"))
+
+
+def test_minilm_encoder_is_loaded_once_per_process():
+    """Two MiniLM judges share one encoder: an evaluation of four policies loads it once, not four times."""
+    texts = ["Rinse the pan, then dry it with a towel."]
+    first, second = judge.MiniLMJudge(), judge.MiniLMJudge()
+    first.embed(texts)
+    second.embed(texts)
+    assert first._encoder[1] is second._encoder[1]
