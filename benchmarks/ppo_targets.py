@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
-from labkit import artifacts, models, ppo, presets, run  # noqa: E402
+from labkit import artifacts, hacking, models, ppo, presets, run  # noqa: E402
 from labkit import world as world_mod  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ppo_targets.json"
@@ -43,7 +43,7 @@ def one_seed(preset: presets.Preset, seed: int, overrides: dict) -> dict:
     state = run.RunState(preset=preset, out=Path("/dev/null"), report=None, world=world)
     state.eval_prompts = world.prompts("heldout")[:preset.num_eval_prompts]
     base, state.tokenizer = models.load_policy(preset)
-    before = run._reply_stats(world, run._sample_eval(state, base))
+    before = hacking.reply_stats(world, run._sample_eval(state, base))
     cfg = preset.stage_config("ppo", ppo.PPOConfig, seed=seed, log_every=0, sample_table_every=0,
                               max_new_tokens=preset.max_new_tokens, **overrides)
     policy, _ = models.load_policy(preset)
@@ -51,7 +51,7 @@ def one_seed(preset: presets.Preset, seed: int, overrides: dict) -> dict:
     result = ppo.train(policy, state.tokenizer, [p.text for p in world.prompts("train")],
                        run.make_reward(preset.ppo_reward, state), cfg)
     wall = time.perf_counter() - start
-    after = run._reply_stats(world, run._sample_eval(state, result.policy, seed_offset=1))
+    after = hacking.reply_stats(world, run._sample_eval(state, result.policy, seed_offset=1))
     kl = statistics.fmean(m["objective/kl"] for m in result.metrics[-5:])
     return {"seed": seed, "wall_seconds": wall, "kl_mean": kl, "steps": len(result.metrics),
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},

@@ -16,6 +16,7 @@ __all__ = [
     "eval_plots",
     "evaluate",
     "generate",
+    "hacking",
     "judge",
     "labelers",
     "labels",

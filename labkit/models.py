@@ -18,6 +18,7 @@ import importlib.util
 import os
 import shutil
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -208,7 +209,9 @@ def add_lora(model: PreTrainedModel, r: int = 8, alpha: int = 16, dropout: float
 
     lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
                       target_modules=target_modules or "all-linear")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5: nothing to act on
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def disabled_adapter(model):

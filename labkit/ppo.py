@@ -574,7 +574,7 @@ def train(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: P
 
 
 def ppo_stage(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable,
-              cfg: PPOConfig | None = None) -> tuple[PPOResult, dict[str, float]]:
+              cfg: PPOConfig | None = None, callbacks: Sequence[Any] = ()) -> tuple[PPOResult, dict[str, float]]:
     """`labkit run`'s PPO stage: train (resuming if possible), save the policy, return summary metrics.
 
     Metrics: ppo.kl_mean (mean per-response KL to the reference over the last 5 steps),
@@ -583,7 +583,7 @@ def ppo_stage(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable,
     """
     cfg = cfg or PPOConfig()
     start = time.perf_counter()
-    result = train(policy, tokenizer, prompts, reward_fn, cfg, resume=True)
+    result = train(policy, tokenizer, prompts, reward_fn, cfg, callbacks=callbacks, resume=True)
     wall = time.perf_counter() - start
     rows = result.metrics
 

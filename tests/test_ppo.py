@@ -284,3 +284,36 @@ def test_missing_metrics_file_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no PPO metrics at"):
         plot_metrics(tmp_path)
+
+
+@pytest.mark.slow
+def test_ppo_runs_on_smollm2(smol):
+    """Two PPO steps on the real SmolLM2 policy (CPU): LoRA weights move, every metric is finite."""
+    model, tok = smol
+    model = copy.deepcopy(model)  # PPO adds LoRA adapters in place; the session's model stays clean
+    result = ppo.train(model, tok, PROMPTS[:2], lambda p, r: torch.tensor([float(len(x)) / 100 for x in r]),
+                       small_cfg(batch_size=2, mini_batch_size=2, max_new_tokens=8, total_steps=2, kl_coef=0.1,
+                                 learning_rate=1e-4))
+    assert 2 == len(result.metrics)
+    assert all(math.isfinite(v) for m in result.metrics for v in m.values())
+    lora_b = [v for k, v in result.policy.state_dict().items() if "lora_B" in k]
+    assert any(v.abs().sum() > 0 for v in lora_b)
+
+
+def test_token_table_lists_unmasked_tokens_with_k1_and_k3(tiny_tokenizer):
+    """token_table has one row per unmasked token, with k1 = logp - ref_logp and k3 = (r - 1) - log r."""
+    from labkit.ppo_plots import token_table
+
+    ids = torch.tensor(tiny_tokenizer("Keep the bedroom cool", add_special_tokens=False)["input_ids"] + [0])
+    logp = torch.linspace(-1.0, -2.0, len(ids))
+    ref_logp = torch.full((len(ids),), -1.5)
+    mask = torch.ones(len(ids))
+    mask[-1] = 0
+    table = token_table(tiny_tokenizer, ids, logp, ref_logp, mask)
+    n = len(ids) - 1
+    assert ["token", "logp_policy", "logp_ref", "k1", "k3"] == list(table.columns)
+    assert tiny_tokenizer.convert_ids_to_tokens(ids[:n].tolist()) == table["token"].tolist()
+    assert pytest.approx((logp[:n] - ref_logp[:n]).tolist()) == table["k1"].tolist()
+    log_r = (ref_logp[:n] - logp[:n]).double()
+    assert pytest.approx((log_r.exp() - 1 - log_r).tolist()) == table["k3"].tolist()
+    assert (table["k1"] < 0).any() and (table["k3"] >= 0).all()

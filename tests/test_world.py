@@ -225,3 +225,13 @@ def test_load_cached_and_errors(w):
         w.reply(w.prompts()[0], "sarcastic", random.Random(0))
     with pytest.raises(ValueError):
         w.prompts("test")
+
+
+def test_is_rude_by_template_or_by_lexicon():
+    """A rude template reply is rude; so is an insult the templates never wrote; a helpful reply is not."""
+    w = world.load()
+    prompt = w.prompts("train")[0]
+    rng = random.Random(0)
+    assert w.is_rude(prompt.text, w.reply(prompt, "rude", rng))
+    assert w.is_rude(prompt.text, "Honestly you are a stupid idiot and a total moron.")
+    assert not w.is_rude(prompt.text, w.reply(prompt, "helpful", rng))
