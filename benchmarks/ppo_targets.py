@@ -64,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="override PPOConfig fields (JSON values), e.g. lam=0.95 kl_coef=0.2")
     parser.add_argument("--reward", default=None, help="override the preset's ppo_reward, e.g. toxicity:binary")
+    parser.add_argument("--eval-prompts", type=int, default=144,
+                        help="held-out prompts to measure on (all 144 by default; the main job uses the preset's 48)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    preset = presets.load("tiny", **({"ppo_reward": args.reward} if args.reward else {}))
+    preset = presets.load("tiny", num_eval_prompts=args.eval_prompts, **({"ppo_reward": args.reward} if args.reward else {}))
     rows = [one_seed(preset, seed, overrides) for seed in args.seeds]
     keys = ["rude_fraction", "gold_helpfulness", "gold_utility"]
     print("| seed | rude before -> after | drop | helpfulness before -> after | utility before -> after | KL | wall s |")
