@@ -200,11 +200,32 @@ class RewardRecorder:
     def __init__(self, score_texts: Callable[[list[str]], np.ndarray]):
         self.score_texts = score_texts
         self.calls: list[tuple[int, float]] = []  # (completions, mean score) per training batch
+        self.times: list[float] = []  # seconds since start() at each call
+        self.t0 = time.perf_counter()
+
+    def start(self) -> None:
+        """Mark the start of training: `times` count from here."""
+        self.t0 = time.perf_counter()
 
     def score(self, texts: list[str]) -> np.ndarray:
         scores = np.asarray(self.score_texts([t.strip() for t in texts]), dtype=np.float64)
         self.calls.append((len(texts), float(scores.mean())))
+        self.times.append(time.perf_counter() - self.t0)
         return scores
+
+    def first_reaching(self, target: float, window: int) -> dict | None:
+        """The first batch where the mean reward of the last `window` batches is >= target, or None.
+
+        Returns the completions scored and the training seconds elapsed by then (generation included).
+        """
+        done = 0
+        for i, (n, _) in enumerate(self.calls):
+            done += n
+            if i + 1 >= window:
+                tail = self.calls[i + 1 - window:i + 1]
+                if sum(k * m for k, m in tail) / sum(k for k, _ in tail) >= target:
+                    return {"batch": i + 1, "completions": done, "seconds": self.times[i]}
+        return None
 
     # labkit's signature: reward_fn(prompts, responses) -> tensor (B,)
     def labkit(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
@@ -267,6 +288,7 @@ def run_labkit(cfg: BenchConfig, model, tokenizer, prompts: Sequence[str], recor
     trainer = labkit_ppo.PPOTrainer(model, tokenizer, prompts, recorder.labkit, _ppo_config(cfg))
     setup = time.perf_counter() - start
     start = time.perf_counter()
+    recorder.start()
     with timed(labkit_ppo, "sample_responses", totals, "generate_s"):
         result = trainer.train(resume=False)
     train_s = time.perf_counter() - start
@@ -341,6 +363,7 @@ def run_trl(method: str, cfg: BenchConfig, model, tokenizer, prompts: Sequence[s
         trainer = _trl_trainer(method, cfg, model, tokenizer, prompts, recorder, out)
         setup = time.perf_counter() - start
         start = time.perf_counter()
+        recorder.start()
         with timed(trainer, "_generate_and_score_completions", totals, "rollout_s"), \
                 timed(trainer, "_generate_single_turn", totals, "generate_s"):
             trainer.train()
@@ -467,7 +490,7 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
     base_model, base_tok = model_factory()
     rows["base"] = {"method": "base", **evaluate_policy(base_model, base_tok, eval_prompts, score_texts, cfg)}
     del base_model
-    profiles = {}
+    profiles, recorders = {}, {}
     for method in cfg.methods:
         log(f"[peer_ppo] {method}: {cfg.steps} steps x {cfg.completions_per_step} completions")
         model, tok = model_factory()
@@ -482,12 +505,21 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
                       train_reward_last=recorder.last_mean(cfg.last_n), train_reward_per_step=[m for _, m in recorder.calls],
                       loadavg_1min_at_start=load)
         rows[method] = record
+        recorders[method] = recorder
         log(f"[peer_ppo] {method}: {record['samples_per_s']:.1f} samples/s, train reward {record['train_reward_last']:.3f}"
             f", eval reward {record['eval_reward']:.3f}, eval KL {record['eval_kl']:.3f}")
         del policy, model
         if cfg.profile:
             log(f"[peer_ppo] profiling one warm {method} step")
             profiles[method] = profile_step(method, cfg, model_factory, train_prompts, score_texts)
+    # At equal reward: the best final training reward any TRL method reached is the bar; how many completions
+    # and seconds did each method need before its rolling mean (last_n batches) first reached it?
+    peers = [m for m in recorders if m != "labkit"]
+    if peers:
+        bar = max(rows[m]["train_reward_last"] for m in peers)
+        for method, recorder in recorders.items():
+            rows[method]["to_peer_reward"] = {"target": bar, "window": cfg.last_n,
+                                              **(recorder.first_reaching(bar, cfg.last_n) or {"reached": False})}
     return {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "rows": rows, "profiles": profiles,
             "environment": _environment(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
@@ -516,10 +548,21 @@ def markdown_table(results: dict) -> str:
             f"{r['train_reward_last']:.3f} | {r['eval_reward']:.3f} +- {r['eval_reward_se']:.3f} | {r['eval_kl']:.3f} | "
             f"{r['eval_len']:.1f} |")
     rows = results["rows"]
+    reach = {name: r["to_peer_reward"] for name, r in rows.items() if "to_peer_reward" in r}
+    if reach:
+        target = next(iter(reach.values()))["target"]
+        lines.append(f"\nTo reach the best final TRL training reward ({target:.3f}, rolling mean of "
+                     f"{next(iter(reach.values()))['window']} batches):")
+        for name, r in reach.items():
+            lines.append(f"- {name}: " + (f"{r['completions']} completions, {r['seconds']:.1f} s" if "seconds" in r
+                                          else "not reached"))
     if "labkit" in rows:
         for peer in ("grpo", "rloo"):
             if peer in rows:
                 lines.append(f"\nlabkit / {peer} samples/s: {rows['labkit']['samples_per_s'] / rows[peer]['samples_per_s']:.2f}x")
+                a, b = reach.get("labkit", {}), reach.get(peer, {})
+                if "seconds" in a and "seconds" in b:
+                    lines.append(f"{peer} / labkit seconds to that reward: {b['seconds'] / a['seconds']:.2f}x")
     return "\n".join(lines)
 
 
@@ -558,6 +601,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
     transformers.logging.set_verbosity_error()
     warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing rename
     results = run_benchmark(cfg)
     table = markdown_table(results)
     print(table)
