@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
 
-from labkit import artifacts, hacking, models, ppo, presets, run  # noqa: E402
+import numpy as np  # noqa: E402
+
+from labkit import artifacts, evaluate, hacking, models, ppo, presets, run  # noqa: E402
 from labkit import world as world_mod  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "ppo_targets.json"
@@ -43,7 +45,8 @@ def one_seed(preset: presets.Preset, seed: int, overrides: dict) -> dict:
     state = run.RunState(preset=preset, out=Path("/dev/null"), report=None, world=world)
     state.eval_prompts = world.prompts("heldout")[:preset.num_eval_prompts]
     base, state.tokenizer = models.load_policy(preset)
-    before = hacking.reply_stats(world, run._sample_eval(state, base))
+    base_samples = run._sample_eval(state, base)
+    before = hacking.reply_stats(world, base_samples)
     cfg = preset.stage_config("ppo", ppo.PPOConfig, seed=seed, log_every=0, sample_table_every=0,
                               max_new_tokens=preset.max_new_tokens, **overrides)
     policy, _ = models.load_policy(preset)
@@ -51,11 +54,29 @@ def one_seed(preset: presets.Preset, seed: int, overrides: dict) -> dict:
     result = ppo.train(policy, state.tokenizer, [p.text for p in world.prompts("train")],
                        run.make_reward(preset.ppo_reward, state), cfg)
     wall = time.perf_counter() - start
-    after = hacking.reply_stats(world, run._sample_eval(state, result.policy, seed_offset=1))
+    after_samples = run._sample_eval(state, result.policy, seed_offset=1)
+    after = hacking.reply_stats(world, after_samples)
     kl = statistics.fmean(m["objective/kl"] for m in result.metrics[-5:])
+    help_change = paired_change(world, base_samples, after_samples, "helpfulness", seed)
     return {"seed": seed, "wall_seconds": wall, "kl_mean": kl, "steps": len(result.metrics),
+            "gold_helpfulness_change": help_change.value, "gold_helpfulness_change_ci": [help_change.ci_low,
+                                                                                        help_change.ci_high],
             **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
             "rude_drop_relative": 1 - after["rude_fraction"] / before["rude_fraction"]}
+
+
+def paired_change(world, before, after, term: str, seed: int) -> evaluate.Metric:
+    """after - before of a gold term's per-prompt mean, with a 95% bootstrap interval over prompts."""
+    def per_prompt(samples):
+        by = {}
+        for s in samples:
+            by.setdefault(s.prompt_id, []).append(getattr(world.gold(s.prompt, s.text), term))
+        return by
+
+    b, a = per_prompt(before), per_prompt(after)
+    ids = sorted(b)
+    diff = np.array([np.mean(a[i]) - np.mean(b[i]) for i in ids])
+    return evaluate.bootstrap(lambda idx: float(diff[idx].mean()), len(ids), seed=seed)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="override PPOConfig fields (JSON values), e.g. lam=0.95 kl_coef=0.2")
     parser.add_argument("--reward", default=None, help="override the preset's ppo_reward, e.g. toxicity:binary")
     parser.add_argument("--eval-prompts", type=int, default=144,
-                        help="held-out prompts to measure on (all 144 by default; the main job uses the preset's 48)")
+                        help="held-out prompts to measure on (all 144 by default, as the main job)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
@@ -74,16 +95,21 @@ def main(argv: list[str] | None = None) -> int:
     preset = presets.load("tiny", num_eval_prompts=args.eval_prompts, **({"ppo_reward": args.reward} if args.reward else {}))
     rows = [one_seed(preset, seed, overrides) for seed in args.seeds]
     keys = ["rude_fraction", "gold_helpfulness", "gold_utility"]
-    print("| seed | rude before -> after | drop | helpfulness before -> after | utility before -> after | KL | wall s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| seed | rude before -> after | drop | helpfulness before -> after | change [95% CI over prompts] "
+          "| utility before -> after | KL | wall s |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         cells = [f"{r[k + '_before']:.3f} -> {r[k + '_after']:.3f}" for k in keys]
-        print(f"| {r['seed']} | {cells[0]} | {r['rude_drop_relative']:.0%} | {cells[1]} | {cells[2]} | "
+        low, high = r["gold_helpfulness_change_ci"]
+        print(f"| {r['seed']} | {cells[0]} | {r['rude_drop_relative']:.0%} | {cells[1]} | "
+              f"{r['gold_helpfulness_change']:+.3f} [{low:+.3f}, {high:+.3f}] | {cells[2]} | "
               f"{r['kl_mean']:.2f} | {r['wall_seconds']:.0f} |")
-    mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0] if k != "seed"}
+    mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]
+            if k not in ("seed", "gold_helpfulness_change_ci")}
     print(f"| mean | {mean['rude_fraction_before']:.3f} -> {mean['rude_fraction_after']:.3f} | "
           f"{mean['rude_drop_relative']:.0%} | {mean['gold_helpfulness_before']:.3f} -> "
-          f"{mean['gold_helpfulness_after']:.3f} | {mean['gold_utility_before']:.3f} -> {mean['gold_utility_after']:.3f} "
+          f"{mean['gold_helpfulness_after']:.3f} | {mean['gold_helpfulness_change']:+.3f} | "
+          f"{mean['gold_utility_before']:.3f} -> {mean['gold_utility_after']:.3f} "
           f"| {mean['kl_mean']:.2f} | {mean['wall_seconds']:.0f} |")
     targets = {"rude_drop_at_least_80pct": all(r["rude_drop_relative"] >= 0.8 for r in rows),
                "helpfulness_not_lower": all(r["gold_helpfulness_after"] >= r["gold_helpfulness_before"] for r in rows),
