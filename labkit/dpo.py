@@ -21,6 +21,7 @@ import contextlib
 import math
 import shutil
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -128,14 +129,17 @@ def _splits(pairs):
 
 @contextlib.contextmanager
 def _quiet(enabled: bool):
-    """Silence datasets' per-map progress bars (restored afterwards) when progress is off."""
+    """Silence datasets' per-map progress bars (restored afterwards) when progress is off, and always
+    the transformers v5 deprecation warnings that TRL and peft trigger (nothing a learner can act on)."""
     import datasets
 
     was_off = datasets.is_progress_bar_enabled() is False
     if enabled:
         datasets.disable_progress_bars()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+            yield
     finally:
         if enabled and not was_off:
             datasets.enable_progress_bars()

@@ -37,6 +37,7 @@ def test_trl_sees_the_generation_format(tiny_lm, tmp_path):
     assert tok.eos_token_id == row["chosen_ids"][-1] == row["rejected_ids"][-1]
 
 
+@pytest.mark.filterwarnings("error::FutureWarning")  # a learner's output stays free of library deprecations
 def test_train_dpo_moves_adapter_not_base(tiny_lm, tmp_path):
     """A few steps change the LoRA weights, leave the base frozen, and raise the implicit margin."""
     model, tok = tiny_lm
