@@ -59,14 +59,6 @@ __all__ = ["BenchConfig", "evaluate_policy", "load_model", "load_prompts", "main
 
 METHODS = ("labkit", "grpo", "rloo")
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "peer_ppo.json"
-FALLBACK_PROMPTS = [
-    "How do I keep my basil plant alive?", "What is a good way to sleep better?", "How do I cook fluffy rice?",
-    "How can I save money on groceries?", "How do I clean a cast iron pan?", "What should I pack for a hike?",
-    "How do I stop procrastinating?", "How can I make my coffee taste better?", "How do I fix a squeaky door?",
-    "What is a good stretch after running?", "How do I keep my houseplants from dying?", "How do I learn to juggle?",
-    "How do I write a polite email to my landlord?", "How can I keep my dog calm during storms?",
-    "What is an easy dinner for a busy night?", "How do I get rid of fruit flies?",
-]
 
 
 @dataclass
@@ -142,12 +134,9 @@ def _random_model(seed: int):
     from labkit.tokenizer import train_tokenizer
 
     if _RANDOM_TOKENIZER is None:
-        try:
-            from labkit import world
+        from labkit import world
 
-            texts = [f"{d.prompt.text} {d.reply}" for d in world.load().dialogues(2000, seed=0)]
-        except Exception:  # world.py missing or broken: the model is random anyway
-            texts = FALLBACK_PROMPTS * 20
+        texts = [f"{d.prompt.text} {d.reply}" for d in world.load().dialogues(2000, seed=0)]
         _RANDOM_TOKENIZER = prepare_tokenizer(train_tokenizer(texts, vocab_size=2048))
     tok = _RANDOM_TOKENIZER
     torch.manual_seed(seed)
@@ -156,42 +145,24 @@ def _random_model(seed: int):
     return model.eval(), tok
 
 
-def load_prompts(model: str) -> tuple[list[str], list[str]]:
-    """(train prompts, held-out prompts) from the world; a built-in list only for --model random without a world."""
-    try:
-        from labkit import world
+def load_prompts() -> tuple[list[str], list[str]]:
+    """(train prompts, held-out prompts) from the world."""
+    from labkit import world
 
-        w = world.load()
-        return [p.text for p in w.prompts("train")], [p.text for p in w.prompts("heldout")]
-    except (ImportError, FileNotFoundError):
-        if model != "random":
-            raise
-        return FALLBACK_PROMPTS[:12], FALLBACK_PROMPTS[12:]
+    w = world.load()
+    return [p.text for p in w.prompts("train")], [p.text for p in w.prompts("heldout")]
 
 
 def make_reward(kind: str = "toxicity") -> Callable[[list[str]], np.ndarray]:
-    """texts -> scores (higher is better). "toxicity": minus the profanity classifier's decision value."""
+    """texts -> scores (higher is better). "toxicity": labkit's ToxicityReward("logit"), the classifier's
+    non-toxic decision value: unbounded, so it keeps a gradient signal where the probability saturates."""
     if kind != "toxicity":
         raise ValueError(f"unknown --reward {kind!r}: only 'toxicity' is implemented")
-    try:
-        from labkit.rewards import ToxicityReward
+    from labkit.rewards import ToxicityReward
 
-        scorer = ToxicityReward("logit")
-        return lambda texts: np.asarray(torch.as_tensor(scorer([""] * len(texts), list(texts))).float().cpu(),
-                                        dtype=np.float64).reshape(-1)
-    except (ImportError, AttributeError, TypeError):
-        pass
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # sklearn version-mismatch warnings from the pickled classifier
-        from profanity_check import profanity_check as pc
-
-    def non_toxic_logit(texts: list[str]) -> np.ndarray:
-        features = pc.vectorizer.transform(list(texts))
-        # The calibrated SVM's raw margin, averaged over its CV folds: unbounded, so it keeps a gradient
-        # signal where the calibrated probability saturates. Negated: higher = less toxic.
-        return -np.mean([cc.estimator.decision_function(features) for cc in pc.model.calibrated_classifiers_], axis=0)
-
-    return non_toxic_logit
+    scorer = ToxicityReward("logit")
+    return lambda texts: np.asarray(torch.as_tensor(scorer([""] * len(texts), list(texts))).float().cpu(),
+                                    dtype=np.float64).reshape(-1)
 
 
 class RewardRecorder:
@@ -482,7 +453,7 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
     torch.set_num_threads(cfg.threads)
     model_factory = model_factory or (lambda: load_model(cfg.model, cfg.seed))
     if train_prompts is None or eval_prompts is None:
-        train_prompts, eval_prompts = load_prompts(cfg.model)
+        train_prompts, eval_prompts = load_prompts()
     eval_prompts = list(eval_prompts)[:cfg.eval_prompts]
     score_texts = score_texts or make_reward(cfg.reward)
 
