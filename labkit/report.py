@@ -3,6 +3,7 @@
 Inputs: metrics, figures and tables collected by the stages. Output: `report.html` that opens
 anywhere with no network and no files beside it.
 """
+
 from __future__ import annotations
 
 import base64
@@ -10,6 +11,8 @@ import html
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from labkit.artifacts import atomic_write
 
 __all__ = ["Report", "figure_to_data_uri"]
 
@@ -49,6 +52,12 @@ class Report:
         cap = f"<p class='cap'>{html.escape(caption)}</p>" if caption else ""
         self._parts(heading).append(f"<figure><img src='{figure_to_data_uri(fig)}'/>{cap}</figure>")
 
+    def add_headline(self, frame, caption: str = "", heading: str = "Headline") -> None:
+        """A table placed first in the report, above every stage's section."""
+        self.sections = [sec for sec in self.sections if sec[0] != heading]
+        self.add_table(heading, frame, caption)
+        self.sections.insert(0, self.sections.pop())
+
     def add_metrics(self, heading: str, metrics: dict) -> None:
         rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in sorted(metrics.items()))
         self._parts(heading).append(f"<table><tr><th>metric</th><th>value</th></tr>{rows}</table>")
@@ -61,13 +70,13 @@ class Report:
 
     def to_html(self) -> str:
         body = "".join(f"<h2>{html.escape(h)}</h2>{''.join(p)}" for h, p in self.sections)
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
-                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>")
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>"
+            f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>{body}</body></html>"
+        )
 
     def write(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(self.to_html(), encoding="utf-8")
-        return path
+        return atomic_write(path, self.to_html())
 
 
 def _fmt(v) -> str:

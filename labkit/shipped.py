@@ -14,11 +14,10 @@ asked `rounds` times with fresh samples, so a prompt appears in `rounds` items (
 "<prompt id>~<round>"). `labkit rankings` (or `make rankings`) rebuilds the folder; the build is
 seeded, so the same model, world and config give the same rankings (timestamps aside).
 """
+
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,19 +63,31 @@ def _items(samples: list[generate.Sample], cfg: RankingsConfig) -> list[labels.I
     items = []
     for round_ in range(cfg.rounds):
         for prompt_id, group in groups.items():
-            shown = group[round_ * k:(round_ + 1) * k]
-            items.append(labels.Item(f"{prompt_id}~{round_}", shown[0].prompt,
-                                     tuple(str(s.completion_id - round_ * k) for s in shown),
-                                     tuple(s.text for s in shown)))
+            shown = group[round_ * k : (round_ + 1) * k]
+            items.append(
+                labels.Item(
+                    f"{prompt_id}~{round_}",
+                    shown[0].prompt,
+                    tuple(str(s.completion_id - round_ * k) for s in shown),
+                    tuple(s.text for s in shown),
+                )
+            )
     return items
 
 
-def build_rankings(out: str | Path | None = None, cfg: RankingsConfig | None = None, *, model=None,
-                   tokenizer=None, world=None, progress: bool = True) -> Path:
+def build_rankings(
+    out: str | Path | None = None,
+    cfg: RankingsConfig | None = None,
+    *,
+    model=None,
+    tokenizer=None,
+    world=None,
+    progress: bool = True,
+) -> Path:
     """Generate, rank and write the rankings folder `out` (default data/rankings); returns the folder.
 
-    Everything is written to a temporary folder first and renamed into place at the end, so a
-    failed or interrupted build leaves the previous dataset untouched.
+    Everything is written to a temporary folder first and swapped in at the end
+    (`artifacts.atomic_folder`), so a failed or interrupted build leaves the previous dataset untouched.
     """
     from labkit import models
     from labkit import world as world_mod
@@ -92,37 +103,39 @@ def build_rankings(out: str | Path | None = None, cfg: RankingsConfig | None = N
     if model is None:
         model, tokenizer = models.load_policy("tiny")
     start = time.time()
-    prompts = world.prompts("train")[:cfg.num_prompts]
-    samples = generate.generate(model, tokenizer, [p.text for p in prompts], n=cfg.rounds * cfg.completions_per_item,
-                                prompt_ids=[p.id for p in prompts], temperature=cfg.temperature,
-                                max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
-                                progress=progress)
+    prompts = world.prompts("train")[: cfg.num_prompts]
+    samples = generate.generate(
+        model,
+        tokenizer,
+        [p.text for p in prompts],
+        n=cfg.rounds * cfg.completions_per_item,
+        prompt_ids=[p.id for p in prompts],
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=progress,
+    )
     items = _items(samples, cfg)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with artifacts.atomic_folder(out) as tmp:
         generate.save_jsonl(samples, tmp / "samples.jsonl")
         store = labels.RankingStore(tmp / "rankings.jsonl")
         labelers.simulate(items, list(cfg.personas), store, seed=cfg.seed, world=world, criterion=cfg.criterion)
         records = store.latest()
         stats = agreement.summary(records)
         stats["seconds"] = time.time() - start
-        artifacts.write_manifest(tmp, "rankings", config=dataclasses.asdict(cfg), seed=cfg.seed,
-                                 inputs={"tiny_model": artifacts.file_hash(models.TINY_MODEL_DIR / "model.safetensors"),
-                                         "world": artifacts.file_hash(world_mod.DEFAULT_DIR)},
-                                 stats=stats)
+        artifacts.write_manifest(
+            tmp,
+            "rankings",
+            config=dataclasses.asdict(cfg),
+            seed=cfg.seed,
+            inputs={
+                "tiny_model": artifacts.file_hash(models.TINY_MODEL_DIR / "model.safetensors"),
+                "world": artifacts.file_hash(world_mod.DEFAULT_DIR),
+            },
+            stats=stats,
+        )
         (tmp / "README.md").write_text(_readme(cfg, records, stats), encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 
@@ -132,13 +145,13 @@ def _readme(cfg: RankingsConfig, records: list[labels.RankingRecord], stats: dic
 
 Written by `labkit rankings` (`labkit.shipped.build_rankings`); rebuild it with that command.
 
-- {stats['num_items']} items: the tiny model's completions on the world's train prompts, {cfg.rounds}
+- {stats["num_items"]} items: the tiny model's completions on the world's train prompts, {cfg.rounds}
   items per prompt, {cfg.completions_per_item} completions each (temperature {cfg.temperature}, seed {cfg.seed})
-- {stats['num_labelers']} simulated labelers, criterion `{cfg.criterion}`, {len(records)} rankings in
+- {stats["num_labelers"]} simulated labelers, criterion `{cfg.criterion}`, {len(records)} rankings in
   `rankings.jsonl` (a `labels.RankingStore`); completions in `samples.jsonl`
-- Krippendorff's alpha (ordinal) {stats['krippendorff_alpha']:.3f}, mean Kendall tau-b
-  {stats['mean_kendall_tau']:.3f}, mean pairwise agreement {stats['mean_pairwise_agreement']:.3f}
-- build time {stats['seconds']:.0f} s on the machine that wrote it
+- Krippendorff's alpha (ordinal) {stats["krippendorff_alpha"]:.3f}, mean Kendall tau-b
+  {stats["mean_kendall_tau"]:.3f}, mean pairwise agreement {stats["mean_pairwise_agreement"]:.3f}
+- build time {stats["seconds"]:.0f} s on the machine that wrote it
 
 Personas (`labkit.labelers.PERSONAS`):
 {personas}
@@ -152,8 +165,11 @@ def load_rankings(path: str | Path | None = None) -> list[labels.RankingRecord]:
     folder = Path(path) if path is not None else RANKINGS_DIR
     store_path = folder / "rankings.jsonl" if folder.is_dir() or not folder.suffix else folder
     if not store_path.is_file():
-        raise FileNotFoundError(f"no rankings at {store_path}: rebuild the shipped dataset with `labkit rankings` "
-                                "(about a minute), or point at a folder written by shipped.build_rankings")
+        raise FileNotFoundError(
+            f"no rankings at {store_path}: rebuild the shipped dataset with `labkit rankings` "
+            "(16 s for the shipped one, data/rankings/README.md), or point at a folder "
+            "written by shipped.build_rankings"
+        )
     return labels.RankingStore(store_path).latest()
 
 

@@ -1,5 +1,8 @@
 """Tests for labkit.judge: the labelled set, label lookup by name, the MiniLM judge, agreement."""
+
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pytest
@@ -23,12 +26,16 @@ def test_load_labelled_bad_line_names_line(tmp_path):
         judge.load_labelled(path)
 
 
-def test_find_label_index_by_name_not_position():
-    """The toxic label is found by name whatever its index; an unknown name raises with the labels."""
-    assert 0 == judge.find_label_index({0: "toxic", 1: "neutral"})
-    assert 1 == judge.find_label_index({0: "non-toxic", 1: "TOXIC"})
-    with pytest.raises(ValueError, match="neutral"):
-        judge.find_label_index({0: "LABEL_0", 1: "neutral"})
+def test_toxic_label_found_by_name_not_position():
+    """The judge's toxic label is resolved by the rewards' one lookup: by name, or as 1 - P(its opposite)."""
+    from labkit.rewards import resolve_label
+
+    assert (0, 1) == resolve_label({0: "toxic", 1: "neutral"}, "toxic")
+    assert (1, 1) == resolve_label({0: "non-toxic", 1: "TOXIC"}, "toxic")
+    assert (1, -1) == resolve_label({0: "LABEL_0", 1: "neutral"}, "toxic")
+    assert (0, 1) == resolve_label({0: "insult", 1: "ok"}, "toxic")
+    with pytest.raises(ValueError, match="LABEL_1"):
+        resolve_label({0: "LABEL_0", 1: "LABEL_1"}, "toxic")
 
 
 def test_minilm_judge_fits_caches_and_separates(tmp_path, monkeypatch):
@@ -40,6 +47,26 @@ def test_minilm_judge_fits_caches_and_separates(tmp_path, monkeypatch):
     second = judge.MiniLMJudge().prob(texts)
     np.testing.assert_allclose(first, second, rtol=1e-6)
     assert first[0] > 0.5 > first[1]
+
+
+def test_minilm_head_cache_is_one_whole_readable_file(tmp_path, monkeypatch):
+    """The fitted head is cached as one file with the umask's mode (no temp file beside it) and read back as fitted."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+
+    def fake_embed(self, texts):  # random unit vectors: the head fits without loading the encoder
+        x = np.random.default_rng(0).normal(size=(len(texts), 384))
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    monkeypatch.setattr(judge.MiniLMJudge, "embed", fake_embed)
+    fitted = judge.MiniLMJudge().head()
+    umask = os.umask(0)
+    os.umask(umask)
+    [cache] = list((tmp_path / "judges").iterdir())
+    assert cache.name.startswith("minilm-head-") and ".npz" == cache.suffix
+    assert 0o666 & ~umask == cache.stat().st_mode & 0o777
+    reloaded = judge.MiniLMJudge().head()
+    np.testing.assert_array_equal(fitted[0], reloaded[0])
+    assert fitted[1] == reloaded[1]
 
 
 def test_svm_judge_returns_probabilities():
@@ -55,15 +82,28 @@ def test_hf_classifier_judge_uses_named_label(tmp_path):
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
     tok = AutoTokenizer.from_pretrained(judge._minilm_path())
-    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, num_labels=2, id2label={0: "toxic", 1: "neutral"},
-                     label2id={"toxic": 0, "neutral": 1})
+    cfg = BertConfig(
+        vocab_size=tok.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=2,
+        id2label={0: "toxic", 1: "neutral"},
+        label2id={"toxic": 0, "neutral": 1},
+    )
     BertForSequenceClassification(cfg).save_pretrained(tmp_path / "clf")
     tok.save_pretrained(tmp_path / "clf")
     j = judge.get_judge(str(tmp_path / "clf"))
-    assert (0, "clf") == (j.index, j.name)
+    assert (0, 1, "clf") == (j.classifier.index, j.classifier.sign, j.name)
     p = j.prob(["hello there", "you fool"])
     assert (2,) == p.shape and ((0 < p) & (p < 1)).all()
+    import torch
+
+    enc = tok(["hello there", "you fool"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = torch.softmax(j.classifier.model(**enc).logits, -1)[:, 0].numpy()
+    np.testing.assert_allclose(expected, p, rtol=1e-5)
 
 
 def test_agreement_by_hand():

@@ -1,4 +1,5 @@
 """Models: loading by preset with clear errors, LoRA with a free reference, token log-probs."""
+
 import importlib.util
 
 import pytest
@@ -54,6 +55,45 @@ def test_local_folder_roundtrip(tiny_lm, tmp_path):
     assert torch.allclose(model(ids).logits, loaded(ids).logits)
 
 
+def test_smol_cache_is_written_whole_or_not_at_all(tiny_lm, tmp_path, monkeypatch):
+    """A first SmolLM2 load that fails while caching leaves no cache behind; the next one caches a loadable model."""
+    model, tok = tiny_lm
+    monkeypatch.setattr(models, "find_smol_gguf", lambda: tmp_path / "wheel" / models.SMOL_GGUF)
+    real_model_cls, real_tok_cls = models.AutoModelForCausalLM, models.AutoTokenizer
+
+    class FromGGUF:
+        """Stands in for transformers' GGUF dequantisation: the tiny model for a GGUF file, else the real loader."""
+
+        def __init__(self, real, made):
+            self.real, self.made = real, made
+
+        def from_pretrained(self, path, *args, gguf_file=None, **kwargs):
+            return self.made if gguf_file else self.real.from_pretrained(path, *args, **kwargs)
+
+    monkeypatch.setattr(models, "AutoModelForCausalLM", FromGGUF(real_model_cls, model))
+    monkeypatch.setattr(models, "AutoTokenizer", FromGGUF(real_tok_cls, tok))
+    real_save = type(model).save_pretrained
+    failing = [True]
+
+    def save(self, folder, *args, **kwargs):
+        real_save(self, folder, *args, **kwargs)
+        if failing[0]:
+            raise OSError("simulated disk full")
+
+    monkeypatch.setattr(type(model), "save_pretrained", save)
+    with pytest.raises(OSError, match="simulated disk full"):
+        models.load_policy("smol", cache_dir=tmp_path / "cache", device="cpu")
+    assert [] == list((tmp_path / "cache").iterdir())
+    failing[0] = False
+    first, _ = models.load_policy("smol", cache_dir=tmp_path / "cache", device="cpu")
+    cache = models.smol_cache_dir(tmp_path / "cache")
+    assert [cache] == list((tmp_path / "cache").iterdir())
+    cached, _ = models.load_policy("smol", cache_dir=tmp_path / "cache", device="cpu")
+    assert cached is not first
+    ids = torch.tensor([[1, 5, 7, 9]])
+    assert torch.allclose(first(ids).logits, cached(ids).logits)
+
+
 def test_chat_prompts_use_template(tiny_tokenizer):
     """Prompts are rendered with the chat template and end with the assistant marker."""
     assert ["<s><|user|>Hi?<|assistant|>"] == models.chat_prompts(tiny_tokenizer, ["Hi?"])
@@ -94,10 +134,11 @@ def test_smol_loads_from_wheel_and_generates(tmp_path):
     model, tok = models.load_policy("smol", cache_dir=tmp_path)
     assert (tmp_path / "smollm2-135m-instruct" / "model.safetensors").is_file()
     assert tok.chat_template and "left" == tok.padding_side
-    enc = tok(models.chat_prompts(tok, ["What is the capital of France?"]), return_tensors="pt",
-              add_special_tokens=False)
+    enc = tok(
+        models.chat_prompts(tok, ["What is the capital of France?"]), return_tensors="pt", add_special_tokens=False
+    )
     out = model.generate(**enc, max_new_tokens=8, do_sample=False)
-    text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in text
     again, _ = models.load_policy("smol", cache_dir=tmp_path)  # from the cache this time
     assert torch.equal(model.model.embed_tokens.weight, again.model.embed_tokens.weight)

@@ -1,16 +1,25 @@
 """The shipped rankings: built from a model by simulated personas, loaded back, never half-written."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from labkit import labelers, shipped
+from labkit import artifacts, labelers, shipped
 
 
 def small_cfg(**overrides):
-    return shipped.RankingsConfig(**{"num_prompts": 4, "rounds": 2, "completions_per_item": 3, "max_new_tokens": 8,
-                                     "personas": ("careful", "brevity", "noisy_crowdworker"), **overrides})
+    return shipped.RankingsConfig(
+        **{
+            "num_prompts": 4,
+            "rounds": 2,
+            "completions_per_item": 3,
+            "max_new_tokens": 8,
+            "personas": ("careful", "brevity", "noisy_crowdworker"),
+            **overrides,
+        }
+    )
 
 
 def test_build_and_load(tiny_lm, tmp_path):
@@ -32,10 +41,12 @@ def test_build_and_load(tiny_lm, tmp_path):
 def test_same_seed_same_rankings(tiny_lm, tmp_path):
     """Two builds with one seed give the same rankings."""
     model, tok = tiny_lm
-    a = shipped.load_rankings(shipped.build_rankings(tmp_path / "a", small_cfg(), model=model, tokenizer=tok,
-                                                     progress=False))
-    b = shipped.load_rankings(shipped.build_rankings(tmp_path / "b", small_cfg(), model=model, tokenizer=tok,
-                                                     progress=False))
+    a = shipped.load_rankings(
+        shipped.build_rankings(tmp_path / "a", small_cfg(), model=model, tokenizer=tok, progress=False)
+    )
+    b = shipped.load_rankings(
+        shipped.build_rankings(tmp_path / "b", small_cfg(), model=model, tokenizer=tok, progress=False)
+    )
     assert [(r.item_id, r.labeler, r.ranking) for r in a] == [(r.item_id, r.labeler, r.ranking) for r in b]
 
 
@@ -53,6 +64,35 @@ def test_failed_build_keeps_the_old_dataset(tiny_lm, tmp_path, monkeypatch):
         shipped.build_rankings(out, small_cfg(seed=1), model=model, tokenizer=tok, progress=False)
     assert before == (out / "rankings.jsonl").read_bytes()
     assert [out] == [p for p in tmp_path.iterdir()]  # no temporary folder left behind
+
+
+def test_build_failing_after_its_last_file_keeps_the_old_dataset(tiny_lm, tmp_path, monkeypatch):
+    """A build that fails once every new file is written still leaves the previous folder as it was."""
+    model, tok = tiny_lm
+    out = shipped.build_rankings(tmp_path / "rankings", small_cfg(), model=model, tokenizer=tok, progress=False)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_write_manifest = artifacts.write_manifest
+
+    def write_then_fail(folder, *args, **kwargs):
+        real_write_manifest(folder, *args, **kwargs)
+        raise OSError("simulated disk full")
+
+    monkeypatch.setattr(artifacts, "write_manifest", write_then_fail)
+    with pytest.raises(OSError, match="simulated disk full"):
+        shipped.build_rankings(out, small_cfg(seed=1), model=model, tokenizer=tok, progress=False)
+    assert before == {p.name: p.read_bytes() for p in out.iterdir()}
+    assert [out] == list(tmp_path.iterdir())
+
+
+def test_rebuild_replaces_the_folder_whole(tiny_lm, tmp_path):
+    """A second build replaces the first one's files and leaves no temporary or old folder beside it."""
+    model, tok = tiny_lm
+    out = shipped.build_rankings(tmp_path / "rankings", small_cfg(), model=model, tokenizer=tok, progress=False)
+    (out / "stale.txt").write_text("from an earlier build")
+    shipped.build_rankings(out, small_cfg(seed=1), model=model, tokenizer=tok, progress=False)
+    assert 1 == json.loads((out / "manifest.json").read_text())["seed"]
+    assert not (out / "stale.txt").exists()
+    assert [out] == list(tmp_path.iterdir())
 
 
 def test_bad_config_and_missing_folder_are_clear_errors(tmp_path):
