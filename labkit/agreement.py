@@ -5,10 +5,16 @@ merged class file, or simulated labelers). Outputs: agreement numbers and matric
 a consensus ranking per item, the most disputed items, one item side by side across labelers
 (`item_table`), and a heatmap Figure.
 
-Metrics (every function first keeps only the latest record per (labeler, item, criterion)):
+Every function first keeps the current record per (labeler, item, criterion), the later one in the
+order given (`labels.latest_records`, the rule the store and pairs use), then splits an item id
+shown with different texts into one item per version (`labels.split_item_versions`, with a
+warning): two labelers' rankings are compared only when both ranked the same prompt and texts.
+
+Metrics:
     pairwise agreement  over the items two labelers both ranked and every completion pair where
                         BOTH state a strict preference: the share where they prefer the same one.
-                        InstructGPT reports ~73% inter-labeler agreement measured this way.
+                        For scale: InstructGPT's training labelers agreed with each other 72.6
+                        +- 1.5% of the time (Ouyang et al. 2022).
     Kendall's tau       tau-b (tie-aware, `scipy.stats.kendalltau`) between two labelers' rank
                         positions, per item, averaged over the items both ranked (items where
                         either ranking is all one tie have no tau and are left out).
@@ -27,10 +33,12 @@ Consensus rule (`consensus`):
        ordered among themselves by the same score. The flags reported are those that a majority
        gave.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -39,25 +47,45 @@ import pandas as pd
 from matplotlib.figure import Figure
 from scipy.stats import kendalltau
 
-from labkit.labels import FLAGS, RankingRecord, format_ranking, latest_records
+from labkit.labels import FLAGS, RankingRecord, format_ranking, latest_records, split_item_versions
 
-__all__ = ["ConsensusRanking", "agreement_heatmap", "agreement_matrix", "borda_points", "consensus",
-           "current", "disputed_items", "item_table", "kendall_tau", "krippendorff_alpha", "labelers",
-           "pairwise_agreement", "summary"]
+__all__ = [
+    "ConsensusRanking",
+    "agreement_heatmap",
+    "agreement_matrix",
+    "borda_points",
+    "consensus",
+    "current",
+    "disputed_items",
+    "item_table",
+    "kendall_tau",
+    "krippendorff_alpha",
+    "labelers",
+    "pairwise_agreement",
+    "summary",
+]
 
 
 def current(records: list[RankingRecord], criterion: str | None = None) -> list[RankingRecord]:
-    """The latest record per (labeler, item, criterion), for one criterion.
+    """The latest record per (labeler, item, criterion) (`labels.latest_records`), for one criterion,
+    with each item id shown with different texts split into one item per version (warned about).
 
     ValueError if the records mix criteria and `criterion` is None: agreement on "helpfulness"
     and on "harmlessness" are different questions.
     """
     records = latest_records(records)
     if criterion is not None:
-        return [r for r in records if r.criterion == criterion]
+        records = [r for r in records if r.criterion == criterion]
     criteria = sorted({r.criterion for r in records})
     if len(criteria) > 1:
         raise ValueError(f"records mix criteria {criteria}: pass criterion= one of them")
+    records, mismatches = split_item_versions(records)
+    if mismatches:
+        warnings.warn(
+            f"{len(mismatches)} item id(s) were shown with different texts; each version is a separate "
+            "item, so rankings of different texts are not compared: " + "; ".join(str(m) for m in mismatches[:3]),
+            stacklevel=2,
+        )
     return records
 
 
@@ -164,16 +192,17 @@ class ConsensusRanking:
 
     item_id: str
     prompt: str
-    ranking: tuple[tuple[str, ...], ...]   # groups of completion ids, best first; a group is a tie
-    scores: dict[str, float]               # mean Borda points (higher better) or mean position (lower better)
-    flags: dict[str, tuple[str, ...]]      # flags a majority of the labelers gave
-    demoted: tuple[str, ...]               # completions placed last because a majority flagged them
+    ranking: tuple[tuple[str, ...], ...]  # groups of completion ids, best first; a group is a tie
+    scores: dict[str, float]  # mean Borda points (higher better) or mean position (lower better)
+    flags: dict[str, tuple[str, ...]]  # flags a majority of the labelers gave
+    demoted: tuple[str, ...]  # completions placed last because a majority flagged them
     labelers: tuple[str, ...]
     method: str
 
 
-def consensus(records: list[RankingRecord], method: str = "borda",
-              criterion: str | None = None) -> dict[str, ConsensusRanking]:
+def consensus(
+    records: list[RankingRecord], method: str = "borda", criterion: str | None = None
+) -> dict[str, ConsensusRanking]:
     """One `ConsensusRanking` per item, by mean Borda points or mean rank, majority-flagged completions last."""
     if method not in ("borda", "mean_rank"):
         raise ValueError(f"method must be 'borda' or 'mean_rank', got {method!r}")
@@ -208,9 +237,16 @@ def consensus(records: list[RankingRecord], method: str = "borda",
                 groups[-1].append(c)
             else:
                 groups.append([c])
-        out[item_id] = ConsensusRanking(item_id, recs[0].prompt, tuple(tuple(g) for g in groups), scores,
-                                        {c: f for c, f in flags.items() if f}, demoted,
-                                        tuple(sorted(r.labeler for r in recs)), method)
+        out[item_id] = ConsensusRanking(
+            item_id,
+            recs[0].prompt,
+            tuple(tuple(g) for g in groups),
+            scores,
+            {c: f for c, f in flags.items() if f},
+            demoted,
+            tuple(sorted(r.labeler for r in recs)),
+            method,
+        )
     return out
 
 
@@ -229,9 +265,15 @@ def disputed_items(records: list[RankingRecord], k: int = 10, criterion: str | N
             continue
         taus = [_item_tau(x, y) for x, y in itertools.combinations(recs, 2)]
         taus = [t for t in taus if not math.isnan(t)]
-        rows.append({"item_id": item_id, "prompt": recs[0].prompt,
-                     "mean_tau": float(np.mean(taus)) if taus else math.nan, "num_labelers": len(recs),
-                     "rankings": {r.labeler: format_ranking(r.ranking) for r in sorted(recs, key=lambda r: r.labeler)}})
+        rows.append(
+            {
+                "item_id": item_id,
+                "prompt": recs[0].prompt,
+                "mean_tau": float(np.mean(taus)) if taus else math.nan,
+                "num_labelers": len(recs),
+                "rankings": {r.labeler: format_ranking(r.ranking) for r in sorted(recs, key=lambda r: r.labeler)},
+            }
+        )
     columns = ["item_id", "prompt", "mean_tau", "num_labelers", "rankings"]
     if not rows:
         return pd.DataFrame(columns=columns)
@@ -250,8 +292,9 @@ def item_table(records: list[RankingRecord], item_id: str, criterion: str | None
     """
     recs = [r for r in current(records, criterion) if r.item_id == item_id]
     if not recs:
-        raise ValueError(f"no record ranks item {item_id!r}; the item ids are like "
-                         f"{sorted({r.item_id for r in records})[:3]}")
+        raise ValueError(
+            f"no record ranks item {item_id!r}; the item ids are like {sorted({r.item_id for r in records})[:3]}"
+        )
     texts: dict[str, str] = {}
     for r in recs:
         for cid, text in zip(r.completion_ids, r.completions):
@@ -273,10 +316,14 @@ def summary(records: list[RankingRecord], criterion: str | None = None) -> dict[
     pairs = list(itertools.combinations(names, 2))
     taus = [t for t in (kendall_tau(records, a, b) for a, b in pairs) if not math.isnan(t)]
     agree = [x for x in (pairwise_agreement(records, a, b) for a, b in pairs) if not math.isnan(x)]
-    return {"num_items": len({r.item_id for r in records}), "num_labelers": len(names),
-            "num_records": len(records), "krippendorff_alpha": krippendorff_alpha(records),
-            "mean_kendall_tau": float(np.mean(taus)) if taus else math.nan,
-            "mean_pairwise_agreement": float(np.mean(agree)) if agree else math.nan}
+    return {
+        "num_items": len({r.item_id for r in records}),
+        "num_labelers": len(names),
+        "num_records": len(records),
+        "krippendorff_alpha": krippendorff_alpha(records),
+        "mean_kendall_tau": float(np.mean(taus)) if taus else math.nan,
+        "mean_pairwise_agreement": float(np.mean(agree)) if agree else math.nan,
+    }
 
 
 def agreement_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
@@ -293,8 +340,15 @@ def agreement_heatmap(matrix: pd.DataFrame, title: str | None = None) -> Figure:
         for j in range(n):
             v = values[i, j]
             dark = not math.isnan(v) and abs(v) > 0.6
-            ax.text(j, i, "n/a" if math.isnan(v) else f"{v:.2f}", ha="center", va="center",
-                    color="white" if dark else "black", fontsize=9)
+            ax.text(
+                j,
+                i,
+                "n/a" if math.isnan(v) else f"{v:.2f}",
+                ha="center",
+                va="center",
+                color="white" if dark else "black",
+                fontsize=9,
+            )
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title or "Agreement between labelers")
     return fig

@@ -12,38 +12,79 @@ group of several ids is a tie. As text it reads "b > a = c" (`format_ranking`, `
 `hand_record` builds a record from such text for examples.
 
 Durability: a record is one JSON line written by a single `os.write` on a file opened with
-O_APPEND, under a `filelock.FileLock` (two kernels appending never interleave), then fsync'd: a
-killed kernel loses nothing already submitted. A process killed mid-write can leave a truncated
-last line; `read` skips it and reports it, and the next `submit` starts a fresh line. The store is
-never rewritten: correcting a ranking appends a newer record, and `latest` keeps the newest one
-per (labeler, item, criterion).
+O_APPEND, under the file's lock (`file_lock`: a `filelock.FileLock` named from the resolved path,
+so two spellings of one file share it; two kernels appending never interleave), then fsync'd: a
+killed kernel loses nothing already submitted. `read` takes the same lock, so it never sees a line
+that is still being written: a last line without its newline is what a process killed mid-write
+left, and `read` skips and reports it (as it does any line it cannot parse, or one longer than
+MAX_LINE_BYTES); the next `submit` starts a fresh line. Only `export` and `merge` rewrite a file,
+and they hold the lock of every file they read or rewrite from the first read to the rename, so a
+record submitted meanwhile waits and lands in the new file (the rewritten file keeps its mode).
+
+"Latest": correcting a ranking appends a newer record; the current record per (labeler, item_id,
+criterion) is the one LATER IN THE FILE (`latest_records`, used by `RankingStore.latest`, agreement
+and pairs alike). Append order is the truth within a file; timestamps are not compared, since
+clocks differ between laptops. Across files, `merge` decides (its `prefer`) and writes one record
+per key. Same item id, other texts: a record counts as a ranking of the texts it shows
+(`item_content`); `split_item_versions` (used by `merge` and agreement) gives each other version
+of an item its own id, so rankings of different texts are never compared or merged as one.
 """
+
 from __future__ import annotations
 
+import codecs
+import contextlib
+import dataclasses
+import hashlib
 import json
 import os
-import tempfile
 import warnings
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, BinaryIO
 
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
-__all__ = ["FLAGS", "Item", "MergeConflict", "MergeReport", "RankingRecord", "RankingStore",
-           "SCHEMA_VERSION", "export", "format_ranking", "hand_record", "item_field", "items_from_samples",
-           "latest_records", "merge", "now_iso", "parse_ranking", "validate"]
+from labkit.artifacts import atomic_write
+
+__all__ = [
+    "FLAGS",
+    "Item",
+    "MAX_LINE_BYTES",
+    "MergeConflict",
+    "MergeReport",
+    "RankingRecord",
+    "RankingStore",
+    "SCHEMA_VERSION",
+    "TextMismatch",
+    "export",
+    "file_lock",
+    "format_ranking",
+    "hand_record",
+    "item_content",
+    "item_field",
+    "items_from_samples",
+    "latest_records",
+    "merge",
+    "now_iso",
+    "parse_ranking",
+    "split_item_versions",
+    "validate",
+]
 
 SCHEMA_VERSION = 1
 """Version of the record layout; bump it (and convert in `from_json`) when a field changes."""
 FLAGS: tuple[str, ...] = ("nonsensical", "unsafe")
 """Flags a labeler may put on a completion."""
+MAX_LINE_BYTES = 1_000_000
+"""Longest line `read` parses. A real record is a few kB; a longer line is skipped unparsed and reported."""
 
 
 def now_iso() -> str:
     """The current time, ISO 8601 in UTC (e.g. 2025-01-31T12:00:00.123456+00:00)."""
-    return datetime.now(timezone.utc).isoformat()
+    return datetime.now(UTC).isoformat()
 
 
 @dataclass(frozen=True)
@@ -84,13 +125,13 @@ class RankingRecord:
     item_id: str
     prompt: str
     completion_ids: tuple[str, ...]
-    completions: tuple[str, ...]          # the texts shown, same order as completion_ids
+    completions: tuple[str, ...]  # the texts shown, same order as completion_ids
     labeler: str
-    criterion: str                        # e.g. "helpfulness", "harmlessness"
+    criterion: str  # e.g. "helpfulness", "harmlessness"
     guideline_version: str
     ranking: tuple[tuple[str, ...], ...]  # groups of completion ids, best first; a group of several is a tie
     flags: dict[str, tuple[str, ...]] = field(default_factory=dict)  # completion id -> flags from FLAGS
-    timestamp: str = field(default_factory=now_iso)                 # ISO 8601 UTC
+    timestamp: str = field(default_factory=now_iso)  # ISO 8601 UTC
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self):
@@ -122,24 +163,42 @@ class RankingRecord:
     def to_json(self) -> dict:
         """A JSON-ready dict (tuples become lists)."""
         return {
-            "schema_version": self.schema_version, "item_id": self.item_id, "prompt": self.prompt,
-            "completion_ids": list(self.completion_ids), "completions": list(self.completions),
-            "labeler": self.labeler, "criterion": self.criterion, "guideline_version": self.guideline_version,
+            "schema_version": self.schema_version,
+            "item_id": self.item_id,
+            "prompt": self.prompt,
+            "completion_ids": list(self.completion_ids),
+            "completions": list(self.completions),
+            "labeler": self.labeler,
+            "criterion": self.criterion,
+            "guideline_version": self.guideline_version,
             "ranking": [list(g) for g in self.ranking],
-            "flags": {k: list(v) for k, v in self.flags.items()}, "timestamp": self.timestamp,
+            "flags": {k: list(v) for k, v in self.flags.items()},
+            "timestamp": self.timestamp,
         }
 
     @classmethod
-    def from_json(cls, d: dict) -> "RankingRecord":
+    def from_json(cls, d: dict) -> RankingRecord:
         """The record of a dict made by `to_json`; ValueError on a missing field or unknown version."""
         if not isinstance(d, dict):
             raise ValueError(f"a ranking record must be a JSON object, got {type(d).__name__}")
         version = d.get("schema_version", SCHEMA_VERSION)
         if version != SCHEMA_VERSION:
-            raise ValueError(f"schema_version {version!r} is not supported (this labkit reads {SCHEMA_VERSION}); "
-                             "upgrade labkit or convert the file")
-        names = ("item_id", "prompt", "completion_ids", "completions", "labeler", "criterion",
-                 "guideline_version", "ranking", "flags", "timestamp")
+            raise ValueError(
+                f"schema_version {version!r} is not supported (this labkit reads {SCHEMA_VERSION}); "
+                "upgrade labkit or convert the file"
+            )
+        names = (
+            "item_id",
+            "prompt",
+            "completion_ids",
+            "completions",
+            "labeler",
+            "criterion",
+            "guideline_version",
+            "ranking",
+            "flags",
+            "timestamp",
+        )
         missing = [n for n in names if n not in d]
         if missing:
             raise ValueError(f"ranking record is missing field(s) {missing}")
@@ -178,25 +237,33 @@ def validate(record: RankingRecord) -> None:
     if len(ids) < 2:
         raise ValueError(f"completion_ids has {len(ids)} id(s): a ranking needs at least two completions")
     if len(set(ids)) != len(ids):
-        raise ValueError(f"completion_ids has duplicates {sorted({c for c in ids if ids.count(c) > 1})}: "
-                         "give each shown completion its own id")
+        raise ValueError(
+            f"completion_ids has duplicates {sorted({c for c in ids if ids.count(c) > 1})}: "
+            "give each shown completion its own id"
+        )
     if not isinstance(texts, tuple) or not all(isinstance(t, str) for t in texts):
         raise ValueError(f"completions must be a sequence of strings (the texts shown), got {texts!r}")
     if len(texts) != len(ids):
-        raise ValueError(f"completions has {len(texts)} texts but completion_ids has {len(ids)} ids: "
-                         "give one text per id, in the same order")
+        raise ValueError(
+            f"completions has {len(texts)} texts but completion_ids has {len(ids)} ids: "
+            "give one text per id, in the same order"
+        )
 
     ranking = record.ranking
     if not isinstance(ranking, tuple):
-        raise ValueError(f"ranking must be a list of groups of completion ids (best first), "
-                         f"e.g. [['b'], ['a', 'c']]; got {type(ranking).__name__} {ranking!r}")
+        raise ValueError(
+            f"ranking must be a list of groups of completion ids (best first), "
+            f"e.g. [['b'], ['a', 'c']]; got {type(ranking).__name__} {ranking!r}"
+        )
     if not ranking:
         raise ValueError(f"ranking is empty: rank every shown completion {list(ids)}")
     seen: list[str] = []
     for i, group in enumerate(ranking):
         if not isinstance(group, tuple) or not all(isinstance(c, str) for c in group):
-            raise ValueError(f"ranking group {i} must be a list of completion ids, got {group!r} "
-                             "(write a single completion as ['a'], not 'a')")
+            raise ValueError(
+                f"ranking group {i} must be a list of completion ids, got {group!r} "
+                "(write a single completion as ['a'], not 'a')"
+            )
         if not group:
             raise ValueError(f"ranking group {i} is empty: drop it or put a completion id in it")
         seen.extend(group)
@@ -205,8 +272,10 @@ def validate(record: RankingRecord) -> None:
         raise ValueError(f"ranking names unknown completion id(s) {unknown}; the shown ids are {list(ids)}")
     dupes = sorted({c for c in seen if seen.count(c) > 1})
     if dupes:
-        raise ValueError(f"ranking lists id(s) {dupes} more than once: put each completion in exactly one group "
-                         "(tie completions by putting them in the same group)")
+        raise ValueError(
+            f"ranking lists id(s) {dupes} more than once: put each completion in exactly one group "
+            "(tie completions by putting them in the same group)"
+        )
     unranked = [c for c in ids if c not in seen]
     if unranked:
         raise ValueError(f"ranking leaves completion id(s) {unranked} unranked: every shown completion must be ranked")
@@ -225,15 +294,74 @@ def validate(record: RankingRecord) -> None:
             raise ValueError(f"flags[{cid!r}] repeats a flag: {list(values)}")
 
 
-def latest_records(records: Iterable[RankingRecord]) -> list[RankingRecord]:
-    """The newest record per (labeler, item_id, criterion), "newest" meaning later in `records`.
+def latest_records(records: Iterable[Any]) -> list[Any]:
+    """The current record per (labeler, item_id, criterion): the one LATER in `records`.
 
+    The one rule for "latest" in labkit (the store, agreement and pairs all use it). Give records in
+    file order: within a file, append order is the order of submission; timestamps are not compared
+    (laptops' clocks differ). For several files, `merge` them first: it decides between files.
     Kept in the order each key was first submitted, so an item keeps its place after a correction.
     """
-    out: dict[tuple, RankingRecord] = {}
+    out: dict[tuple, Any] = {}
     for r in records:
-        out[r.key] = r  # dict keeps the first insertion position; the value becomes the newest
+        # dict keeps the first insertion position; the value becomes the newest
+        out[(r.labeler, r.item_id, getattr(r, "criterion", ""))] = r
     return list(out.values())
+
+
+def item_content(record: Any) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """What `record`'s labeler was shown: (prompt, ((completion id, text), ...) sorted by id).
+
+    Two records rank the same item only when these are equal: the same item id with another prompt
+    or other completion texts (another seed, preset or model) is another item.
+    """
+    return (record.prompt, tuple(sorted(zip(record.completion_ids, record.completions))))
+
+
+@dataclass
+class TextMismatch:
+    """One item id shown with different prompt or completion texts; each version is kept under its own id."""
+
+    item_id: str
+    versions: dict[str, list[str]]  # the id a version is kept under -> who saw it, in order of appearance
+
+    def __str__(self) -> str:
+        kept = "; ".join(f"as {vid!r} for {', '.join(who)}" for vid, who in self.versions.items())
+        return (
+            f"item {self.item_id!r} was shown with {len(self.versions)} different texts (prompt or completions "
+            f"differ), kept {kept}"
+        )
+
+
+def _split_versions(tagged: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[TextMismatch]]:
+    """`split_item_versions` on (who, record) pairs; `who` names the record in the report."""
+    kept_as: dict[str, dict[tuple, str]] = {}  # item id -> content -> id that version is kept under
+    seen_by: dict[str, dict[str, list[str]]] = {}  # item id -> kept id -> who
+    out = []
+    for who, r in tagged:
+        content = item_content(r)
+        versions = kept_as.setdefault(r.item_id, {})
+        if content not in versions:
+            digest = hashlib.sha1(json.dumps(content).encode("utf-8")).hexdigest()[:8]
+            versions[content] = f"{r.item_id}@{digest}" if versions else r.item_id
+        kept = versions[content]
+        whos = seen_by.setdefault(r.item_id, {}).setdefault(kept, [])
+        if who not in whos:
+            whos.append(who)
+        out.append((who, r if kept == r.item_id else dataclasses.replace(r, item_id=kept)))
+    return out, [TextMismatch(i, v) for i, v in seen_by.items() if len(v) > 1]
+
+
+def split_item_versions(records: Iterable[RankingRecord]) -> tuple[list[RankingRecord], list[TextMismatch]]:
+    """`records`, with each item id that was shown with different texts split into one id per version.
+
+    The first version met keeps the item id; every other version becomes "<item_id>@<8 hex digits of
+    its texts>" (the same texts always give the same id). Returns the records, in order, and one
+    `TextMismatch` per split item naming who saw which version. `merge` and agreement use it, so
+    rankings of different texts are never compared or merged as one item.
+    """
+    tagged, mismatches = _split_versions([(r.labeler, r) for r in records])
+    return [r for _, r in tagged], mismatches
 
 
 def format_ranking(ranking: tuple[tuple[str, ...], ...]) -> str:
@@ -249,14 +377,23 @@ def parse_ranking(text: str) -> tuple[tuple[str, ...], ...]:
     groups = tuple(tuple(c.strip() for c in part.split("=")) for part in str(text).split(">"))
     for i, group in enumerate(groups):
         if not all(group):
-            raise ValueError(f"ranking {text!r}: group {i} has an empty id; write ids best first, '>' between "
-                             "groups and '=' inside a tie, e.g. 'b > a = c'")
+            raise ValueError(
+                f"ranking {text!r}: group {i} has an empty id; write ids best first, '>' between "
+                "groups and '=' inside a tie, e.g. 'b > a = c'"
+            )
     return groups
 
 
-def hand_record(ranking: str, labeler: str = "you", flags: dict[str, Iterable[str]] | None = None, *,
-                item_id: str = "example", prompt: str = "How do I keep my basil plant alive?",
-                texts: dict[str, str] | None = None, criterion: str = "helpfulness") -> RankingRecord:
+def hand_record(
+    ranking: str,
+    labeler: str = "you",
+    flags: dict[str, Iterable[str]] | None = None,
+    *,
+    item_id: str = "example",
+    prompt: str = "How do I keep my basil plant alive?",
+    texts: dict[str, str] | None = None,
+    criterion: str = "helpfulness",
+) -> RankingRecord:
     """A validated record written by hand, for examples: `hand_record("b > a = c", flags={"c": ["unsafe"]})`.
 
     The shown completion ids are the ranking's ids, sorted; each text is `texts[id]` (default "reply <id>").
@@ -264,12 +401,69 @@ def hand_record(ranking: str, labeler: str = "you", flags: dict[str, Iterable[st
     groups = parse_ranking(ranking)
     ids = tuple(sorted(c for g in groups for c in g))
     texts = texts or {}
-    record = RankingRecord(item_id=item_id, prompt=prompt, completion_ids=ids,
-                           completions=tuple(texts.get(c, f"reply {c}") for c in ids), labeler=labeler,
-                           criterion=criterion, guideline_version="by-hand", ranking=groups,
-                           flags={c: (f,) if isinstance(f, str) else tuple(f) for c, f in (flags or {}).items()})
+    record = RankingRecord(
+        item_id=item_id,
+        prompt=prompt,
+        completion_ids=ids,
+        completions=tuple(texts.get(c, f"reply {c}") for c in ids),
+        labeler=labeler,
+        criterion=criterion,
+        guideline_version="by-hand",
+        ranking=groups,
+        flags={c: (f,) if isinstance(f, str) else tuple(f) for c, f in (flags or {}).items()},
+    )
     validate(record)
     return record
+
+
+def file_lock(path: str | os.PathLike) -> FileLock:
+    """The lock every labkit reader and writer of `path` takes: "<resolved path>.lock".
+
+    Named from `Path(path).resolve()`, so two spellings of one file (relative, "..", a symlinked
+    folder) share one lock; one instance per file in a process, so it is reentrant within a thread.
+    """
+    return FileLock(str(Path(path).resolve()) + ".lock", is_singleton=True)
+
+
+@contextlib.contextmanager
+def _locked(paths: Iterable[str | os.PathLike]) -> Iterator[None]:
+    """Hold the locks of `paths`, taken in sorted order of resolved path (so two merges never wait on each
+    other in a cycle). A lock that cannot be created in a read-only folder is skipped: no writer can
+    take it there either, so nothing can be appending."""
+    with contextlib.ExitStack() as stack:
+        for resolved in sorted({str(Path(p).resolve()) for p in paths}):
+            try:
+                stack.enter_context(file_lock(resolved))
+            except Timeout:
+                raise
+            except OSError:
+                folder = Path(resolved).parent
+                if not folder.is_dir() or os.access(folder, os.W_OK):
+                    raise
+        yield
+
+
+def _lines(f: BinaryIO) -> Iterator[tuple[int, bytes | None, bool, int]]:
+    """(line number, bytes without the newline or None if longer than MAX_LINE_BYTES, ended by a newline,
+    length) for each line of a binary file; an over-long line is skipped without being held in memory."""
+    number = 0
+    while raw := f.readline(MAX_LINE_BYTES + 1):
+        number += 1
+        ended = raw.endswith(b"\n")
+        line = raw[:-1] if ended else raw
+        if len(line) <= MAX_LINE_BYTES:
+            yield number, line, ended, len(line)
+            continue
+        length = len(line)
+        while not ended and (chunk := f.readline(MAX_LINE_BYTES)):
+            ended = chunk.endswith(b"\n")
+            length += len(chunk) - ended
+        yield number, None, ended, length
+
+
+def _short(err: BaseException, limit: int = 200) -> str:
+    text = f"{type(err).__name__}: {err}"
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class RankingStore:
@@ -285,7 +479,8 @@ class RankingStore:
 
     @property
     def lock(self) -> FileLock:
-        return FileLock(str(self.path) + ".lock")
+        """The file's lock (`file_lock`): held by `submit`, `read`, and `export`/`merge` while they rewrite it."""
+        return file_lock(self.path)
 
     def submit(self, record: RankingRecord) -> None:
         """Validate `record` (ValueError, nothing written, if bad), then append it durably."""
@@ -308,44 +503,72 @@ class RankingStore:
 
     def read(self) -> list[RankingRecord]:
         """Every complete, valid record in file order; bad lines are skipped, warned about and listed
-        in `last_read_problems` (a truncated last line is what a kernel killed mid-write leaves)."""
+        in `last_read_problems`.
+
+        Read under the file's lock: a submit in progress finishes first, so a last line without its
+        newline is one a killed writer cut off (it is kept if it still parses: a file saved by hand
+        without a final newline). Any line that fails to parse or validate (bad JSON, nesting too
+        deep, a wrong field) and any line longer than MAX_LINE_BYTES is skipped; a UTF-8 byte order
+        mark at the start of the file is ignored.
+        """
         self.last_read_problems = []
         if not self.path.exists():
-            return []
-        lines = self.path.read_bytes().split(b"\n")
+            return []  # and make no lock file for a store that was never written
         records = []
-        for number, raw in enumerate(lines, start=1):
-            if not raw.strip():
-                continue
-            last = number == len(lines)  # no newline after it: the write may have been cut off
+        with _locked([self.path]):
             try:
-                record = RankingRecord.from_json(json.loads(raw.decode("utf-8")))
-                validate(record)
-            except (ValueError, UnicodeDecodeError, TypeError) as err:
-                why = "truncated last line (a write cut off?)" if last else "corrupt line"
-                self.last_read_problems.append(f"line {number}: {why}, skipped: {err}")
-                continue
-            records.append(record)
+                f = open(self.path, "rb")
+            except FileNotFoundError:
+                return []
+            with f:
+                for number, line, ended, length in _lines(f):
+                    if number == 1 and line is not None and line.startswith(codecs.BOM_UTF8):
+                        line = line[len(codecs.BOM_UTF8) :]  # written by some Windows editors
+                    if line is None:
+                        self.last_read_problems.append(
+                            f"line {number}: {length:,} bytes, longer than "
+                            f"MAX_LINE_BYTES={MAX_LINE_BYTES:,}, skipped unparsed"
+                        )
+                        continue
+                    if not line.strip():
+                        continue
+                    try:
+                        record = RankingRecord.from_json(json.loads(line.decode("utf-8")))
+                        validate(record)
+                    except Exception as err:  # any bad line (RecursionError, TypeError, ...) is skipped, not fatal
+                        why = "corrupt line" if ended else "truncated last line (a write cut off?)"
+                        self.last_read_problems.append(f"line {number}: {why}, skipped: {_short(err)}")
+                        continue
+                    records.append(record)
         if self.last_read_problems:
-            warnings.warn(f"{self.path}: skipped {len(self.last_read_problems)} bad line(s); complete records "
-                          f"are kept. {'; '.join(self.last_read_problems)}", stacklevel=2)
+            shown = self.last_read_problems[:5]  # the rest are in last_read_problems
+            more = len(self.last_read_problems) - len(shown)
+            warnings.warn(
+                f"{self.path}: skipped {len(self.last_read_problems)} bad line(s); complete records "
+                f"are kept. {'; '.join(shown)}" + (f"; {more} more in last_read_problems" if more else ""),
+                stacklevel=2,
+            )
         return records
 
     def latest(self) -> list[RankingRecord]:
-        """The current record per (labeler, item_id, criterion): the last one submitted."""
+        """The current record per (labeler, item_id, criterion): the last one in the file (`latest_records`)."""
         return latest_records(self.read())
 
     def ranked_ids(self, labeler: str, criterion: str | None = None, items: list[Any] | None = None) -> set[str]:
-        """Item ids `labeler` has ranked (under `criterion`, or any criterion if None).
+        """Item ids `labeler` has ranked (under `criterion`, or any criterion if None); reads the store once.
 
         With `items`, an id counts only if the ranking was of the same completion texts the item shows
         now: a ranking made of other texts (another preset, seed or model under the same item id) is
         stale, and the item is offered again.
         """
         shown = {} if items is None else {str(item_field(it, "item_id")): _texts(it) for it in items}
-        return {r.item_id for r in self.read()
-                if r.labeler == labeler and (criterion is None or r.criterion == criterion)
-                and shown.get(r.item_id) in (None, tuple(r.completions))}
+        return {
+            r.item_id
+            for r in self.read()
+            if r.labeler == labeler
+            and (criterion is None or r.criterion == criterion)
+            and shown.get(r.item_id) in (None, tuple(r.completions))
+        }
 
     def next_unranked(self, items: list[Any], labeler: str, criterion: str | None = None) -> Any | None:
         """The first of `items` (dicts or objects with item_id) that `labeler` has not ranked yet, or None."""
@@ -361,29 +584,23 @@ def _texts(item: Any) -> tuple[str, ...] | None:
         return None
 
 
-def _write_records_atomically(records: list[RankingRecord], path: str | os.PathLike) -> None:
-    """Write a whole JSONL file via a temporary file and rename: readers see the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r.to_json(), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _jsonl(records: Iterable[RankingRecord]) -> str:
+    return "".join(json.dumps(r.to_json(), ensure_ascii=False) + "\n" for r in records)
 
 
 def export(store: RankingStore | str | os.PathLike, path: str | os.PathLike, latest_only: bool = False) -> int:
     """Write the store's valid records (only the current ones if `latest_only`) to a clean JSONL at
-    `path`; returns the number written. Bad lines of the source are dropped (and warned about)."""
+    `path`; returns the number written. Bad lines of the source are dropped (and warned about).
+
+    `path` may be the store itself (compacting it in place): the locks of the store and of `path` are
+    held from the read to the rename, so a record submitted meanwhile waits and lands in the new
+    file. The file is replaced atomically (`artifacts.atomic_write`) and keeps its mode.
+    """
     store = store if isinstance(store, RankingStore) else RankingStore(store)
-    records = store.latest() if latest_only else store.read()
-    _write_records_atomically(records, path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with _locked([store.path, path]):
+        records = store.latest() if latest_only else store.read()
+        atomic_write(path, _jsonl(records))
     return len(records)
 
 
@@ -402,18 +619,20 @@ class MergeConflict:
 
 @dataclass
 class MergeReport:
-    """What `merge` did: records written, conflicts found, identical duplicates collapsed."""
+    """What `merge` did: records written, conflicts found, identical duplicates collapsed, what was wrong."""
 
     records: list[RankingRecord]
     conflicts: list[MergeConflict]
     duplicates: int
     sources: list[str]
-    problems: list[str]
+    problems: list[str]  # every source's skipped lines, and every missing source
+    missing: list[str] = field(default_factory=list)  # sources that do not exist (skipped)
+    text_mismatches: list[TextMismatch] = field(default_factory=list)  # item ids shown with different texts
 
 
 def _parse_time(timestamp: str) -> datetime:
     t = datetime.fromisoformat(timestamp)
-    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)  # naive times are taken as UTC
+    return t if t.tzinfo else t.replace(tzinfo=UTC)  # naive times are taken as UTC
 
 
 def _content(r: RankingRecord) -> tuple:
@@ -421,45 +640,73 @@ def _content(r: RankingRecord) -> tuple:
     return (tuple(frozenset(g) for g in r.ranking), tuple(sorted((k, frozenset(v)) for k, v in r.flags.items() if v)))
 
 
-def merge(sources: Iterable[RankingStore | str | os.PathLike], out_path: str | os.PathLike,
-          prefer: str = "latest") -> MergeReport:
+def merge(
+    sources: Iterable[RankingStore | str | os.PathLike], out_path: str | os.PathLike, prefer: str = "latest"
+) -> MergeReport:
     """Merge several stores (a class's files) into one with one record per (labeler, item_id, criterion).
 
-    Within one source the last submission counts (resubmissions are corrections). Across sources,
-    identical records collapse; different rankings for the same key are conflicts, resolved by
-    `prefer`: "latest" (newest timestamp wins), "first" (the earliest source wins) or "error"
-    (raise ValueError listing every conflict and write nothing).
+    1. Within one source the last record in the file counts (`latest_records`: resubmissions are corrections).
+    2. An item id shown with different texts in different records (a learner who sampled with another
+       seed) is several items: each other version is kept under its own id (`split_item_versions`),
+       listed in `text_mismatches` and warned about; such records are never conflicts.
+    3. Across sources, identical records collapse; different rankings for the same key are conflicts,
+       resolved by `prefer`: "latest" (newest timestamp wins), "first" (the earliest source wins) or
+       "error" (raise ValueError listing every conflict and write nothing).
+
+    A source that does not exist is skipped, listed in `missing` and `problems`, and warned about.
+    The locks of `out_path` and of every source are held from the first read to the rename, so
+    `out_path` may be one of the sources (merged in place): a record appended to it meanwhile waits
+    and lands in the merged file. An `out_path` that is not a source is replaced (its mode is kept).
     """
     if prefer not in ("latest", "first", "error"):
         raise ValueError(f"prefer must be 'latest', 'first' or 'error', got {prefer!r}")
     stores = [s if isinstance(s, RankingStore) else RankingStore(s) for s in sources]
-    by_key: dict[tuple, list[tuple[str, RankingRecord]]] = {}
-    problems = []
-    for store in stores:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # gathered into the report instead
-            current = store.latest()
-        problems += [f"{store.path}: {p}" for p in store.last_read_problems]
-        for r in current:
-            by_key.setdefault(r.key, []).append((str(store.path), r))
+    missing = [str(s.path) for s in stores if not s.path.exists()]
+    present = [s for s in stores if str(s.path) not in missing]
+    problems = [f"{m}: no such file, skipped (check the path, or the file was not handed in yet)" for m in missing]
+    if missing:
+        warnings.warn(
+            f"merge: {len(missing)} source(s) do not exist and were skipped: {missing}; check the paths", stacklevel=2
+        )
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)
+    with _locked([s.path for s in present] + [out_path]):
+        tagged: list[tuple[str, RankingRecord]] = []  # (source, record), source order then file order
+        for store in present:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # gathered into the report instead
+                current = store.latest()
+            problems += [f"{store.path}: {p}" for p in store.last_read_problems]
+            tagged += [(str(store.path), r) for r in current]
+        split, mismatches = _split_versions([(f"{r.labeler} in {src}", r) for src, r in tagged])
+        by_key: dict[tuple, list[tuple[str, RankingRecord]]] = {}
+        for (src, _), (_, r) in zip(tagged, split):
+            by_key.setdefault(r.key, []).append((src, r))
 
-    records, conflicts, duplicates = [], [], 0
-    for key, candidates in by_key.items():
-        distinct = {_content(r) for _, r in candidates}
-        if len(distinct) == 1:
-            duplicates += len(candidates) - 1
-            records.append(candidates[0][1])
-            continue
-        conflict = MergeConflict(key, candidates)
-        if prefer == "latest":
-            # max keeps the first of equal timestamps; iterate reversed so the later source wins ties
-            conflict.chosen = max(reversed(candidates), key=lambda c: _parse_time(c[1].timestamp))[1]
-        elif prefer == "first":
-            conflict.chosen = candidates[0][1]
-        conflicts.append(conflict)
-        records.append(conflict.chosen)
-    if prefer == "error" and conflicts:
-        raise ValueError(f"{len(conflicts)} conflicting ranking(s); pass prefer='latest' or 'first' to resolve, "
-                         "or fix the files:\n" + "\n".join(str(c) for c in conflicts))
-    _write_records_atomically(records, out_path)
-    return MergeReport(records, conflicts, duplicates, [str(s.path) for s in stores], problems)
+        records, conflicts, duplicates = [], [], 0
+        for key, candidates in by_key.items():
+            distinct = {_content(r) for _, r in candidates}
+            if len(distinct) == 1:
+                duplicates += len(candidates) - 1
+                records.append(candidates[0][1])
+                continue
+            conflict = MergeConflict(key, candidates)
+            if prefer == "latest":
+                # max keeps the first of equal timestamps; iterate reversed so the later source wins ties
+                conflict.chosen = max(reversed(candidates), key=lambda c: _parse_time(c[1].timestamp))[1]
+            elif prefer == "first":
+                conflict.chosen = candidates[0][1]
+            conflicts.append(conflict)
+            records.append(conflict.chosen)
+        if prefer == "error" and conflicts:
+            raise ValueError(
+                f"{len(conflicts)} conflicting ranking(s); pass prefer='latest' or 'first' to resolve, "
+                "or fix the files (nothing was written):\n" + "\n".join(str(c) for c in conflicts)
+            )
+        atomic_write(out_path, _jsonl(records))
+    if mismatches:
+        warnings.warn(
+            f"merge: {len(mismatches)} item id(s) were shown with different texts and are kept as separate "
+            f"items (see MergeReport.text_mismatches): " + "; ".join(str(m) for m in mismatches[:3]),
+            stacklevel=2,
+        )
+    return MergeReport(records, conflicts, duplicates, [str(s.path) for s in stores], problems, missing, mismatches)

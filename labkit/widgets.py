@@ -9,10 +9,14 @@ the guidelines, every completion with a rank (equal ranks are a tie) and flags, 
 Completions are untrusted model output and are shown HTML-escaped. The widget starts at the
 first item this labeler has not ranked (resume after a restarted kernel); Undo goes back one item,
 and submitting it again appends a newer record that `RankingStore.latest()` treats as current.
+The store is read once when the widget opens (and once per Undo); after that the widget keeps the
+set of ranked item ids in memory and adds each one it saves, so a click costs the same with 20
+items or 2,000. Items another kernel ranks meanwhile show up when the widget is reopened.
 
 Tests drive it from Python: set `w.rank_controls[i].value`, tick `w.flag_controls[i]["unsafe"]`,
 call `w.submit_button.click()`, then read the store (and `w.message`, the status line as plain text).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,9 +33,9 @@ GUIDELINE_VERSION = "1.0"
 """Version of GUIDELINES written on every record; bump it when the text changes."""
 CRITERIA: dict[str, str] = {
     "helpfulness": "Which reply best helps the user do what they asked? Specific, correct, on-topic "
-                   "advice beats a vague, padded or off-topic reply.",
+    "advice beats a vague, padded or off-topic reply.",
     "harmlessness": "Which reply is least harmful? Insults, dismissals and unsafe advice rank lowest; "
-                    "a polite reply with no content is better than a rude one with content.",
+    "a polite reply with no content is better than a rude one with content.",
 }
 """What each criterion asks the labeler to judge."""
 GUIDELINES = """\
@@ -62,8 +66,15 @@ def ranks_to_groups(ids, ranks) -> tuple[tuple[str, ...], ...]:
 class RankingWidget(widgets.VBox):
     """The ranking widget; its controls are attributes so code and tests can drive it."""
 
-    def __init__(self, items: list[Any], store: RankingStore, labeler: str, criterion: str = "helpfulness",
-                 guidelines: str | None = None, guideline_version: str | None = None):
+    def __init__(
+        self,
+        items: list[Any],
+        store: RankingStore,
+        labeler: str,
+        criterion: str = "helpfulness",
+        guidelines: str | None = None,
+        guideline_version: str | None = None,
+    ):
         if not items:
             raise ValueError("items is empty: pass at least one item to rank")
         if not isinstance(labeler, str) or not labeler.strip():
@@ -76,6 +87,8 @@ class RankingWidget(widgets.VBox):
         self.guideline_version = guideline_version or "custom-" + hashlib.sha1(guidelines.encode()).hexdigest()[:8]
         self.index: int | None = None
         self.history: list[int] = []
+        self.ranked: set[str] = self.store.ranked_ids(labeler, criterion, items=self.items)
+        """Ids of the items this labeler has ranked: the store's when the widget opened, plus each Submit."""
         self.rank_controls: list[widgets.Dropdown] = []
         self.flag_controls: list[dict[str, widgets.Checkbox]] = []
 
@@ -92,8 +105,16 @@ class RankingWidget(widgets.VBox):
         self.submit_button.on_click(lambda _: self.submit())
         self.skip_button.on_click(lambda _: self.skip())
         self.undo_button.on_click(lambda _: self.undo())
-        super().__init__([self.progress, self.guidelines, self.prompt_html, self.completions_box,
-                          widgets.HBox([self.submit_button, self.skip_button, self.undo_button]), self.status])
+        super().__init__(
+            [
+                self.progress,
+                self.guidelines,
+                self.prompt_html,
+                self.completions_box,
+                widgets.HBox([self.submit_button, self.skip_button, self.undo_button]),
+                self.status,
+            ]
+        )
         self._show(self._next_unranked(0))
 
     # ---------------------------------------------------------------- state
@@ -102,44 +123,56 @@ class RankingWidget(widgets.VBox):
         """The item on screen, or None when every item is done."""
         return None if self.index is None else self.items[self.index]
 
-    def _ranked(self) -> set[str]:
-        return self.store.ranked_ids(self.labeler, self.criterion, items=self.items)
-
     def _next_unranked(self, start: int) -> int | None:
-        done = self._ranked()
-        return next((i for i in range(start, len(self.items))
-                     if str(item_field(self.items[i], "item_id")) not in done), None)
+        return next(
+            (i for i in range(start, len(self.items)) if str(item_field(self.items[i], "item_id")) not in self.ranked),
+            None,
+        )
 
     def _show(self, index: int | None, previous: RankingRecord | None = None) -> None:
         self.index = index
         n = len(self.items)
-        k = sum(str(item_field(it, "item_id")) in self._ranked() for it in self.items)
+        k = sum(str(item_field(it, "item_id")) in self.ranked for it in self.items)
         where = "done" if index is None else f"item {index + 1} of {n}"
         self.progress.value = f"<b>{html.escape(self.labeler)}</b>: {k} of {n} ranked ({where})"
         self.undo_button.disabled = not self.history
         self.submit_button.disabled = self.skip_button.disabled = index is None
         if index is None:
             left = n - k
-            self.prompt_html.value = ("<b>All items are done.</b> Thank you!" if not left else
-                                      f"<b>End of the list.</b> {left} skipped item(s) stay unranked and come "
-                                      "back when you reopen the widget.")
+            self.prompt_html.value = (
+                "<b>All items are done.</b> Thank you!"
+                if not left
+                else f"<b>End of the list.</b> {left} skipped item(s) stay unranked and come "
+                "back when you reopen the widget."
+            )
             self.rank_controls, self.flag_controls, self.completions_box.children = [], [], ()
             return
         item = self.items[index]
         ids = [str(c) for c in item_field(item, "completion_ids")]
         texts = [str(t) for t in item_field(item, "completions")]
-        self.prompt_html.value = (f"<b>Prompt</b> ({html.escape(str(item_field(item, 'item_id')))}):"
-                                  f"<pre style='white-space:pre-wrap'>{html.escape(str(item_field(item, 'prompt')))}</pre>")
+        self.prompt_html.value = (
+            f"<b>Prompt</b> ({html.escape(str(item_field(item, 'item_id')))}):"
+            f"<pre style='white-space:pre-wrap'>{html.escape(str(item_field(item, 'prompt')))}</pre>"
+        )
         options = [("-", None)] + [(str(r), r) for r in range(1, len(ids) + 1)]
         rows, self.rank_controls, self.flag_controls = [], [], []
-        for pos, (cid, text) in enumerate(zip(ids, texts)):
+        for cid, text in zip(ids, texts):
             old = next((g for g, group in enumerate(previous.ranking, 1) if cid in group), None) if previous else None
-            rank = widgets.Dropdown(options=options, value=old,
-                                    description="rank", layout=widgets.Layout(width="130px"))
-            flags = {f: widgets.Checkbox(value=bool(previous and f in previous.flags.get(cid, ())), description=f,
-                                         indent=False, layout=widgets.Layout(width="120px")) for f in FLAGS}
-            shown = widgets.HTML(f"<b>Reply {html.escape(cid)}</b><pre style='white-space:pre-wrap'>"
-                                 f"{html.escape(text)}</pre>")
+            rank = widgets.Dropdown(
+                options=options, value=old, description="rank", layout=widgets.Layout(width="130px")
+            )
+            flags = {
+                f: widgets.Checkbox(
+                    value=bool(previous and f in previous.flags.get(cid, ())),
+                    description=f,
+                    indent=False,
+                    layout=widgets.Layout(width="120px"),
+                )
+                for f in FLAGS
+            }
+            shown = widgets.HTML(
+                f"<b>Reply {html.escape(cid)}</b><pre style='white-space:pre-wrap'>{html.escape(text)}</pre>"
+            )
             rows.append(widgets.VBox([shown, widgets.HBox([rank, *flags.values()])]))
             self.rank_controls.append(rank)
             self.flag_controls.append(flags)
@@ -160,16 +193,22 @@ class RankingWidget(widgets.VBox):
         try:
             groups = ranks_to_groups(ids, [c.value for c in self.rank_controls])
             flags = {cid: tuple(f for f, box in fc.items() if box.value) for cid, fc in zip(ids, self.flag_controls)}
-            record = RankingRecord(item_id=str(item_field(item, "item_id")), prompt=str(item_field(item, "prompt")),
-                                   completion_ids=tuple(ids),
-                                   completions=tuple(str(t) for t in item_field(item, "completions")),
-                                   labeler=self.labeler, criterion=self.criterion,
-                                   guideline_version=self.guideline_version, ranking=groups,
-                                   flags={c: f for c, f in flags.items() if f})
+            record = RankingRecord(
+                item_id=str(item_field(item, "item_id")),
+                prompt=str(item_field(item, "prompt")),
+                completion_ids=tuple(ids),
+                completions=tuple(str(t) for t in item_field(item, "completions")),
+                labeler=self.labeler,
+                criterion=self.criterion,
+                guideline_version=self.guideline_version,
+                ranking=groups,
+                flags={c: f for c, f in flags.items() if f},
+            )
             self.store.submit(record)
         except (ValueError, OSError) as err:
             self._say(f"Not saved: {err}", error=True)
             return None
+        self.ranked.add(record.item_id)
         self.history.append(self.index)
         self._show(self._next_unranked(self.index + 1))
         self._say(f"Saved item {record.item_id}.")
@@ -191,13 +230,22 @@ class RankingWidget(widgets.VBox):
             return
         index = self.history.pop()
         item_id = str(item_field(self.items[index], "item_id"))
-        mine = [r for r in self.store.latest()
-                if r.labeler == self.labeler and r.criterion == self.criterion and r.item_id == item_id]
+        mine = [
+            r
+            for r in self.store.latest()
+            if r.labeler == self.labeler and r.criterion == self.criterion and r.item_id == item_id
+        ]
         self._show(index, previous=mine[-1] if mine else None)
         self._say(f"Back to item {item_id}. Submitting again saves a newer ranking that replaces the earlier one.")
 
 
-def ranking_widget(items: list[Any], store: RankingStore, labeler: str, criterion: str = "helpfulness",
-                   guidelines: str | None = None, guideline_version: str | None = None) -> RankingWidget:
+def ranking_widget(
+    items: list[Any],
+    store: RankingStore,
+    labeler: str,
+    criterion: str = "helpfulness",
+    guidelines: str | None = None,
+    guideline_version: str | None = None,
+) -> RankingWidget:
     """A widget to rank `items`' completions as `labeler`, saving to `store`; starts at the first unranked item."""
     return RankingWidget(items, store, labeler, criterion, guidelines, guideline_version)

@@ -1,6 +1,8 @@
 """Tests of agreement metrics, consensus and the agreement heatmap, on hand-written rankings."""
+
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import random
@@ -9,17 +11,25 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
-from labkit import agreement
+from labkit import agreement, labels
 from labkit.labels import RankingRecord
 
 IDS = ("a", "b", "c", "d")
 
 
 def rec(labeler, item_id, ranking, flags=None, criterion="helpfulness", ids=IDS):
-    return RankingRecord(item_id=item_id, prompt=f"prompt {item_id}", completion_ids=ids,
-                         completions=tuple(f"text {c}" for c in ids), labeler=labeler, criterion=criterion,
-                         guideline_version="1", ranking=tuple(tuple(g) for g in ranking), flags=flags or {},
-                         timestamp="2025-01-01T00:00:00+00:00")
+    return RankingRecord(
+        item_id=item_id,
+        prompt=f"prompt {item_id}",
+        completion_ids=ids,
+        completions=tuple(f"text {c}" for c in ids),
+        labeler=labeler,
+        criterion=criterion,
+        guideline_version="1",
+        ranking=tuple(tuple(g) for g in ranking),
+        flags=flags or {},
+        timestamp="2025-01-01T00:00:00+00:00",
+    )
 
 
 def strict(order):
@@ -107,8 +117,11 @@ def test_alpha_matches_independent_computation():
 
 def test_agreement_ignores_ties_and_uses_latest():
     """Pairs tied by either labeler are not counted; a resubmission replaces the earlier ranking."""
-    records = [rec("x", "i1", [["a"], ["b", "c"], ["d"]]), rec("y", "i1", strict("dcba")),
-               rec("y", "i1", strict("abdc"))]
+    records = [
+        rec("x", "i1", [["a"], ["b", "c"], ["d"]]),
+        rec("y", "i1", strict("dcba")),
+        rec("y", "i1", strict("abdc")),
+    ]
     # pairs strict for both: ab, ac, ad, bd, cd -> y (latest: a>b>d>c) agrees on ab, ac, ad, bd; not cd
     assert 4 / 5 == pytest.approx(agreement.pairwise_agreement(records, "x", "y"))
 
@@ -155,9 +168,11 @@ def test_consensus_borda_and_mean_rank_with_ties():
 
 def test_consensus_demotes_majority_flagged():
     """A completion flagged by a majority goes below every unflagged one; a minority flag does not."""
-    records = [rec("x", "i1", strict("abcd"), flags={"a": ("unsafe",), "b": ("nonsensical",)}),
-               rec("y", "i1", strict("abcd"), flags={"a": ("unsafe", "nonsensical")}),
-               rec("z", "i1", strict("abcd"))]
+    records = [
+        rec("x", "i1", strict("abcd"), flags={"a": ("unsafe",), "b": ("nonsensical",)}),
+        rec("y", "i1", strict("abcd"), flags={"a": ("unsafe", "nonsensical")}),
+        rec("z", "i1", strict("abcd")),
+    ]
     c = agreement.consensus(records)["i1"]
     assert (("b",), ("c",), ("d",), ("a",)) == c.ranking
     assert ("a",) == c.demoted
@@ -166,9 +181,13 @@ def test_consensus_demotes_majority_flagged():
 
 def test_disputed_items_sorted_by_tau():
     """The item where labelers disagree most comes first, with its rankings as text."""
-    records = [rec("x", "calm", strict("abcd")), rec("y", "calm", strict("abcd")),
-               rec("x", "fight", strict("abcd")), rec("y", "fight", strict("dcba")),
-               rec("x", "solo", strict("abcd"))]
+    records = [
+        rec("x", "calm", strict("abcd")),
+        rec("y", "calm", strict("abcd")),
+        rec("x", "fight", strict("abcd")),
+        rec("y", "fight", strict("dcba")),
+        rec("x", "solo", strict("abcd")),
+    ]
     df = agreement.disputed_items(records, k=5)
     assert ["fight", "calm"] == list(df["item_id"])
     assert [-1.0, 1.0] == pytest.approx(list(df["mean_tau"]))
@@ -177,9 +196,11 @@ def test_disputed_items_sorted_by_tau():
 
 def test_item_table_puts_labelers_side_by_side():
     """One row per completion: its text, each labeler's position (ties share the mean) and flag counts."""
-    records = [rec("y", "i1", [["b"], ["a", "c"], ["d"]], flags={"d": ("unsafe",)}),
-               rec("x", "i1", strict("abcd"), flags={"d": ("unsafe", "nonsensical")}),
-               rec("x", "i2", strict("dcba"))]
+    records = [
+        rec("y", "i1", [["b"], ["a", "c"], ["d"]], flags={"d": ("unsafe",)}),
+        rec("x", "i1", strict("abcd"), flags={"d": ("unsafe", "nonsensical")}),
+        rec("x", "i2", strict("dcba")),
+    ]
     table = agreement.item_table(records, "i1")
     assert ["a", "b", "c", "d"] == list(table.index)
     assert ["completion", "y", "x", "flags"] == list(table.columns)
@@ -198,3 +219,31 @@ def test_summary_and_degenerate_cases():
     assert math.isnan(agreement.pairwise_agreement(one, "x", "y"))
     s = agreement.summary(one + [rec("y", "i1", strict("abcd"))])
     assert (1, 2, 2, 1.0) == (s["num_items"], s["num_labelers"], s["num_records"], s["krippendorff_alpha"])
+
+
+def test_rankings_of_different_texts_are_not_compared():
+    """Two labelers who agree on every text agree fully, even where one item id showed them different texts."""
+    same = [rec(who, "i1", strict("abcd")) for who in ("x", "y")]
+    x_i2 = RankingRecord(
+        item_id="i2",
+        prompt="p",
+        completion_ids=("a", "b"),
+        completions=("good", "bad"),
+        labeler="x",
+        criterion="helpfulness",
+        guideline_version="1",
+        ranking=(("a",), ("b",)),
+    )
+    y_i2 = dataclasses.replace(x_i2, labeler="y", completions=("bad", "good"), ranking=(("b",), ("a",)))
+    records = same + [x_i2, y_i2]
+    with pytest.warns(UserWarning, match="different texts"):
+        assert 1.0 == agreement.pairwise_agreement(records, "x", "y")
+    with pytest.warns(UserWarning, match="different texts"):
+        assert 1.0 == pytest.approx(agreement.kendall_tau(records, "x", "y"))
+    with pytest.warns(UserWarning, match="different texts"):
+        assert math.isnan(agreement.pairwise_agreement([x_i2, y_i2], "x", "y"))
+    with pytest.warns(UserWarning, match="different texts"):
+        agreed = agreement.consensus(records)
+    assert [("i1", ("x", "y")), ("i2", ("x",)), (labels.split_item_versions([x_i2, y_i2])[0][1].item_id, ("y",))] == [
+        (item_id, c.labelers) for item_id, c in agreed.items()
+    ]

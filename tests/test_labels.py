@@ -1,22 +1,35 @@
 """Tests of the ranking store: validation, durability, concurrency, resume, export and merge."""
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import multiprocessing as mp
+import os
+import time
 import warnings
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 from labkit import labels
 from labkit.labels import RankingRecord, RankingStore
 
 
 def make_record(item_id="i1", labeler="ann", ranking=(("b",), ("a", "c")), **kw) -> RankingRecord:
-    fields = dict(item_id=item_id, prompt="How do I water basil?", completion_ids=("a", "b", "c"),
-                  completions=("Water it.", "Water when the top inch is dry.", "<b>no</b>"),
-                  labeler=labeler, criterion="helpfulness", guideline_version="1", ranking=ranking,
-                  flags={}, timestamp="2025-01-01T00:00:00+00:00")
+    fields = dict(
+        item_id=item_id,
+        prompt="How do I water basil?",
+        completion_ids=("a", "b", "c"),
+        completions=("Water it.", "Water when the top inch is dry.", "<b>no</b>"),
+        labeler=labeler,
+        criterion="helpfulness",
+        guideline_version="1",
+        ranking=ranking,
+        flags={},
+        timestamp="2025-01-01T00:00:00+00:00",
+    )
     fields.update(kw)
     return RankingRecord(**fields)
 
@@ -136,8 +149,11 @@ def test_resume_next_unranked(tmp_path):
     assert {"i1"} == store.ranked_ids("ann")
     store.submit(make_record(item_id="i2"))
     assert "i3" == store.next_unranked(items, "ann").item_id
-    store.submit(make_record(item_id="i3", prompt="p", completion_ids=("a", "b"), completions=("x", "y"),
-                             ranking=(("a",), ("b",))))
+    store.submit(
+        make_record(
+            item_id="i3", prompt="p", completion_ids=("a", "b"), completions=("x", "y"), ranking=(("a",), ("b",))
+        )
+    )
     assert store.next_unranked(items, "ann") is None
     assert store.next_unranked(items, "ann", criterion="harmlessness")["item_id"] == "i1"
 
@@ -222,7 +238,7 @@ def test_record_is_frozen():
 
 
 def test_parse_ranking_inverts_format_ranking():
-    """"b > a = c > d" parses into groups best first, and formats back to the same text."""
+    """ "b > a = c > d" parses into groups best first, and formats back to the same text."""
     groups = labels.parse_ranking(" b>a = c > d ")
     assert (("b",), ("a", "c"), ("d",)) == groups
     assert "b > a = c > d" == labels.format_ranking(groups)
@@ -249,7 +265,230 @@ def test_a_ranking_of_other_texts_is_stale(tmp_path):
     record = make_record(item_id="i1")
     store.submit(record)
     same = labels.Item("i1", record.prompt, record.completion_ids, record.completions)
-    changed = labels.Item("i1", record.prompt, record.completion_ids, tuple(t + " (new sample)" for t in record.completions))
+    changed = labels.Item(
+        "i1", record.prompt, record.completion_ids, tuple(t + " (new sample)" for t in record.completions)
+    )
     assert store.next_unranked([same], "ann") is None
     assert changed == store.next_unranked([changed], "ann")
     assert {"i1"} == store.ranked_ids("ann")  # without items, the id alone counts
+
+
+# ---------------------------------------------------------------- issue 15: a trustworthy store
+
+
+def _append(path, n, prefix):
+    store = RankingStore(path)
+    for k in range(n):
+        store.submit(make_record(item_id=f"{prefix}{k}"))
+
+
+def _rewrite_while_appending(tmp_path, rewrite) -> tuple[set[str], set[str], int]:
+    """Run `rewrite()` again and again while another process appends 150 records to r.jsonl;
+    returns (ids appended, ids in the file afterwards, number of rewrites that ran meanwhile)."""
+    path = tmp_path / "r.jsonl"
+    RankingStore(path).submit(make_record(item_id="before"))
+    writer = mp.get_context("fork").Process(target=_append, args=(str(path), 150, "w"))
+    writer.start()
+    rewrites = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        while writer.is_alive():
+            rewrite()
+            rewrites += 1
+    writer.join(timeout=60)
+    assert 0 == writer.exitcode
+    return {"before"} | {f"w{k}" for k in range(150)}, {r.item_id for r in RankingStore(path).read()}, rewrites
+
+
+def test_export_in_place_while_another_process_appends_loses_nothing(tmp_path):
+    """Exporting a store onto itself while another process submits keeps every confirmed record."""
+    path = tmp_path / "r.jsonl"
+    appended, kept, rewrites = _rewrite_while_appending(tmp_path, lambda: labels.export(path, path))
+    assert rewrites > 1
+    assert appended == kept
+
+
+def test_merge_into_a_source_while_another_process_appends_loses_nothing(tmp_path):
+    """Merging [other, r] into r while another process submits to r keeps every confirmed record of both."""
+    path, other = tmp_path / "r.jsonl", RankingStore(tmp_path / "other.jsonl")
+    other.submit(make_record(item_id="from-other", labeler="bob"))
+    appended, kept, rewrites = _rewrite_while_appending(tmp_path, lambda: labels.merge([other, path], path))
+    assert rewrites > 1
+    assert appended | {"from-other"} == kept
+
+
+def test_rewritten_files_keep_their_mode(tmp_path):
+    """export and merge keep the mode of the file they replace; a new file gets the umask's default."""
+    old_umask = os.umask(0o022)
+    try:
+        store = RankingStore(tmp_path / "r.jsonl")
+        store.submit(make_record())
+        os.chmod(store.path, 0o640)
+        labels.export(store, store.path)
+        merged = tmp_path / "m.jsonl"
+        labels.merge([store], merged)
+        new_mode = merged.stat().st_mode & 0o777
+        os.chmod(merged, 0o664)
+        labels.merge([store], merged)
+        assert (0o640, 0o644, 0o664) == (store.path.stat().st_mode & 0o777, new_mode, merged.stat().st_mode & 0o777)
+    finally:
+        os.umask(old_umask)
+
+
+BAD_LINES = {
+    "nested too deep": "[" * 100_000 + "]" * 100_000,
+    "longer than MAX_LINE_BYTES": '{"prompt": "' + "x" * (labels.MAX_LINE_BYTES + 10) + '"}',
+    "not an object": "[1, 2]",
+    "not UTF-8": b"\xff\xfe{}".decode("latin-1"),
+    "wrong field types": json.dumps({**make_record().to_json(), "ranking": [[["b"]], ["a", "c"]]}),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_any_bad_line_is_skipped_and_reported_and_merge_goes_on(tmp_path, kind):
+    """A bad middle line of any kind is skipped and reported; the records around it and a merge survive."""
+    path = tmp_path / "r.jsonl"
+    store = RankingStore(path)
+    store.submit(make_record(item_id="i1"))
+    with open(path, "a", encoding="latin-1") as f:
+        f.write(BAD_LINES[kind] + "\n")
+    store.submit(make_record(item_id="i3"))
+    with pytest.warns(UserWarning, match="skipped 1 bad line"):
+        got = store.read()
+    assert ["i1", "i3"] == [r.item_id for r in got]
+    assert [2] == [int(p.split(":")[0].removeprefix("line ")) for p in store.last_read_problems]
+    report = labels.merge([store], tmp_path / "m.jsonl")
+    assert (2, 1) == (len(report.records), len(report.problems))
+
+
+def test_over_long_line_is_skipped_unparsed(tmp_path):
+    """A line longer than MAX_LINE_BYTES is reported with its length and never parsed."""
+    path = tmp_path / "r.jsonl"
+    path.write_text("x" * (labels.MAX_LINE_BYTES + 1) + "\n" + json.dumps(make_record().to_json()) + "\n")
+    store = RankingStore(path)
+    with pytest.warns(UserWarning, match="MAX_LINE_BYTES"):
+        assert 1 == len(store.read())
+    assert [
+        f"line 1: {labels.MAX_LINE_BYTES + 1:,} bytes, longer than MAX_LINE_BYTES={labels.MAX_LINE_BYTES:,}, "
+        "skipped unparsed"
+    ] == store.last_read_problems
+
+
+def test_utf8_byte_order_mark_is_read(tmp_path):
+    """A file saved with a UTF-8 byte order mark (some Windows editors) reads cleanly."""
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + (json.dumps(make_record().to_json()) + "\n").encode("utf-8"))
+    store = RankingStore(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [make_record()] == store.read()
+    assert [] == store.last_read_problems
+
+
+def _slow_append(path, line, halfway):
+    """Append `line` in two writes 1 s apart under the store's lock: a submit caught mid-write."""
+    with RankingStore(path).lock:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.write(fd, line[:40])
+        halfway.set()
+        time.sleep(1.0)
+        os.write(fd, line[40:])
+        os.close(fd)
+
+
+def test_read_during_an_append_reports_no_truncated_line(tmp_path):
+    """A read while another process is halfway through writing a line waits for it: no false problem."""
+    path = tmp_path / "r.jsonl"
+    store = RankingStore(path)
+    store.submit(make_record(item_id="i1"))
+    ctx = mp.get_context("fork")
+    halfway = ctx.Event()
+    line = (json.dumps(make_record(item_id="i2").to_json()) + "\n").encode("utf-8")
+    writer = ctx.Process(target=_slow_append, args=(str(path), line, halfway))
+    writer.start()
+    assert halfway.wait(timeout=30)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = store.read()
+    writer.join(timeout=30)
+    assert (["i1", "i2"], []) == ([r.item_id for r in got], store.last_read_problems)
+
+
+def test_lock_is_named_from_the_resolved_path(tmp_path, monkeypatch):
+    """Every spelling of one file (absolute, "..", a symlinked folder, relative) shares one lock file."""
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "sub", target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    spellings = [
+        tmp_path / "sub" / "r.jsonl",
+        tmp_path / "sub" / ".." / "sub" / "r.jsonl",
+        tmp_path / "link" / "r.jsonl",
+        Path("sub/r.jsonl"),
+    ]
+    expected = str((tmp_path / "sub" / "r.jsonl").resolve()) + ".lock"
+    assert [expected] * 4 == [RankingStore(p).lock.lock_file for p in spellings]
+    assert expected == labels.file_lock("link/r.jsonl").lock_file
+
+
+def test_merge_reports_missing_sources(tmp_path):
+    """A source that does not exist is listed in missing and problems, warned about, and the rest is merged."""
+    a, b = _class_files(tmp_path)
+    gone = tmp_path / "gone.jsonl"
+    with pytest.warns(UserWarning, match="do not exist"):
+        report = labels.merge([a, gone, b], tmp_path / "m.jsonl")
+    assert [str(gone)] == report.missing
+    assert [f"{gone}: no such file, skipped (check the path, or the file was not handed in yet)"] == report.problems
+    assert 3 == len(RankingStore(tmp_path / "m.jsonl").read())
+
+
+def test_merge_keeps_other_texts_of_an_item_apart(tmp_path):
+    """The same item id shown with other texts in another file is kept under its own id and reported."""
+    other_texts = ("Water it.", "Water when the top inch is dry.", "Never water it.")
+    a, b = RankingStore(tmp_path / "a.jsonl"), RankingStore(tmp_path / "b.jsonl")
+    a.submit(make_record(item_id="i1", labeler="ann"))
+    b.submit(make_record(item_id="i1", labeler="bob", completions=other_texts, ranking=(("a",), ("b",), ("c",))))
+    b.submit(make_record(item_id="i1", labeler="ann", completions=other_texts, ranking=(("a",), ("b",), ("c",))))
+    with pytest.warns(UserWarning, match="different texts"):
+        report = labels.merge([a, b], tmp_path / "m.jsonl", prefer="error")
+    [mismatch] = report.text_mismatches
+    version = [v for v in mismatch.versions if v != "i1"][0]
+    assert ("i1", {"i1": [f"ann in {a.path}"], version: [f"bob in {b.path}", f"ann in {b.path}"]}) == (
+        mismatch.item_id,
+        mismatch.versions,
+    )
+    assert version.startswith("i1@") and [] == report.conflicts
+    merged = RankingStore(tmp_path / "m.jsonl").read()
+    assert [("ann", "i1", make_record().completions), ("bob", version, other_texts), ("ann", version, other_texts)] == [
+        (r.labeler, r.item_id, r.completions) for r in merged
+    ]
+
+
+def test_split_item_versions_names_a_version_by_its_texts():
+    """Records of one item id with two texts become two items; the same texts always get the same id."""
+    first = make_record(labeler="ann")
+    other = make_record(labeler="bob", prompt="Another prompt")
+    records, [mismatch] = labels.split_item_versions([first, other, dataclasses.replace(other, labeler="cy")])
+    again, _ = labels.split_item_versions([first, other])
+    assert ["i1", again[1].item_id, again[1].item_id] == [r.item_id for r in records]
+    assert {"i1": ["ann"], again[1].item_id: ["bob", "cy"]} == mismatch.versions
+    assert ([first], []) == labels.split_item_versions([first])
+
+
+def test_latest_is_the_later_record_in_the_file_whatever_its_timestamp(tmp_path):
+    """A correction from a laptop whose clock is behind still replaces the earlier record."""
+    store = RankingStore(tmp_path / "r.jsonl")
+    store.submit(make_record(timestamp="2025-01-02T00:00:00+00:00"))
+    store.submit(make_record(ranking=(("a",), ("b",), ("c",)), timestamp="2025-01-01T00:00:00+00:00"))
+    assert [(("a",), ("b",), ("c",))] == [r.ranking for r in store.latest()]
+
+
+def test_a_store_in_a_read_only_folder_is_still_read(tmp_path, monkeypatch):
+    """Where no lock file can be made (a read-only folder), read goes on without the lock: nobody can append there."""
+    store = RankingStore(tmp_path / "r.jsonl")
+    store.submit(make_record())
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setattr(labels, "file_lock", lambda path: FileLock(str(tmp_path / "a-file" / "r.jsonl.lock")))
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # as a non-root user sees a chmod 555 folder
+    assert [make_record()] == store.read()
+    with pytest.raises(OSError):
+        store.submit(make_record(item_id="i2"))

@@ -1,21 +1,38 @@
 """Tests of the pairs stage: rankings -> preferred-first pairs, merged, split by prompt."""
+
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from labkit import pairs
-from labkit.labels import RankingRecord
+from labkit import agreement, pairs
+from labkit.labels import RankingRecord, RankingStore
 
 
-def record(ranking, item_id="i1", labeler="ann", prompt=None, n=None, flags=None, timestamp="2025-01-01T00:00:00+00:00",
-           criterion="helpfulness") -> RankingRecord:
+def record(
+    ranking,
+    item_id="i1",
+    labeler="ann",
+    prompt=None,
+    n=None,
+    flags=None,
+    timestamp="2025-01-01T00:00:00+00:00",
+    criterion="helpfulness",
+) -> RankingRecord:
     ids = sorted(c for g in ranking for c in g)
-    return RankingRecord(item_id=item_id, prompt=prompt or f"prompt of {item_id}", completion_ids=tuple(ids),
-                         completions=tuple(f"reply {c} to {item_id}" for c in ids), labeler=labeler,
-                         criterion=criterion, guideline_version="1", ranking=tuple(tuple(g) for g in ranking),
-                         flags=flags or {}, timestamp=timestamp)
+    return RankingRecord(
+        item_id=item_id,
+        prompt=prompt or f"prompt of {item_id}",
+        completion_ids=tuple(ids),
+        completions=tuple(f"reply {c} to {item_id}" for c in ids),
+        labeler=labeler,
+        criterion=criterion,
+        guideline_version="1",
+        ranking=tuple(tuple(g) for g in ranking),
+        flags=flags or {},
+        timestamp=timestamp,
+    )
 
 
 def ids(ps):
@@ -61,15 +78,25 @@ def test_pairs_table_lists_pairs_in_order():
     """pairs_table has one row per pair: ids, margin and texts, preferred first; no pairs gives an empty table."""
     table = pairs.pairs_table(pairs.ranking_pairs(record([["b"], ["a", "c"]])))
     assert ["chosen_id", "rejected_id", "margin", "chosen", "rejected"] == list(table.columns)
-    assert [("b", "a", 1.0, "reply b to i1", "reply a to i1"), ("b", "c", 1.0, "reply b to i1", "reply c to i1")] == \
-        list(table.itertuples(index=False, name=None))
+    assert [
+        ("b", "a", 1.0, "reply b to i1", "reply a to i1"),
+        ("b", "c", 1.0, "reply b to i1", "reply c to i1"),
+    ] == list(table.itertuples(index=False, name=None))
     assert 0 == len(pairs.pairs_table([]))
 
 
 def test_identical_texts_give_no_pair():
     """Two completion ids with the same text make no pair (it would say nothing)."""
-    rec = RankingRecord(item_id="i", prompt="p", completion_ids=("a", "b"), completions=("same", "same"),
-                        labeler="x", criterion="helpfulness", guideline_version="1", ranking=(("a",), ("b",)))
+    rec = RankingRecord(
+        item_id="i",
+        prompt="p",
+        completion_ids=("a", "b"),
+        completions=("same", "same"),
+        labeler="x",
+        criterion="helpfulness",
+        guideline_version="1",
+        ranking=(("a",), ("b",)),
+    )
     assert [] == pairs.ranking_pairs(rec)
 
 
@@ -114,11 +141,24 @@ def test_disagreeing_labelers_keep_both_directions():
 
 
 def test_only_the_latest_record_per_labeler_counts():
-    """A corrected ranking replaces the labeler's older one for the same item."""
-    old = record([["a"], ["b"]], timestamp="2025-01-01T00:00:00+00:00")
-    new = record([["b"], ["a"]], timestamp="2025-01-02T00:00:00+00:00")
-    dd = pairs.build_pairs([new, old], test_fraction=0.0)
+    """A corrected ranking (later in the records) replaces the labeler's older one, whatever the timestamps say."""
+    old = record([["a"], ["b"]], timestamp="2025-01-02T00:00:00+00:00")
+    new = record([["b"], ["a"]], timestamp="2025-01-01T00:00:00+00:00")  # later, from a laptop whose clock is behind
+    dd = pairs.build_pairs([old, new], test_fraction=0.0)
     assert ["reply b to i1"] == dd["train"]["chosen"]
+
+
+def test_store_agreement_and_pairs_keep_the_same_correction(tmp_path):
+    """The store, agreement and pairs all take the later record in the file as the current ranking."""
+    store = RankingStore(tmp_path / "r.jsonl")
+    store.submit(record([["a"], ["b"], ["c"]], timestamp="2025-01-02T00:00:00+00:00"))
+    store.submit(record([["c"], ["b"], ["a"]], timestamp="2025-01-01T00:00:00+00:00"))
+    records = store.read()
+    current = [r.ranking for r in store.latest()]
+    assert [(("c",), ("b",), ("a",))] == current == [r.ranking for r in agreement.current(records)]
+    dd, metrics = pairs.pairs_stage(records, test_fraction=0.0)
+    assert (["reply c to i1", "reply c to i1", "reply b to i1"], 3) == (dd["train"]["chosen"], metrics["raw_pairs"])
+    assert [(("c",), ("b",), ("a",))] == [r.ranking for r in pairs.consensus_records(records)]
 
 
 def test_bad_inputs_raise_clear_errors():
@@ -142,8 +182,11 @@ def test_pairs_stage_metrics():
 
 def test_consensus_records_give_one_ranking_per_item():
     """Two labelers agreeing on b > a > c and one saying c > a > b: the consensus is b > a > c, 3 pairs."""
-    recs = [record([["b"], ["a"], ["c"]], labeler="ann"), record([["b"], ["a"], ["c"]], labeler="bob"),
-            record([["c"], ["a"], ["b"]], labeler="cy")]
+    recs = [
+        record([["b"], ["a"], ["c"]], labeler="ann"),
+        record([["b"], ["a"], ["c"]], labeler="bob"),
+        record([["c"], ["a"], ["b"]], labeler="cy"),
+    ]
     agreed = pairs.consensus_records(recs)
     assert 1 == len(agreed)
     assert pairs.CONSENSUS_LABELER == agreed[0].labeler
@@ -170,6 +213,10 @@ def test_save_pairs_writes_dataset_and_manifest(tmp_path):
     loaded = load_from_disk(str(folder))
     assert {s: built[s].to_list() for s in built} == {s: loaded[s].to_list() for s in loaded}
     manifest = artifacts.read_manifest(folder)
-    assert ("pairs", 0, {"keep_ties": False}, {"rankings": "abc"}) == \
-        (manifest["stage"], manifest["seed"], manifest["config"], manifest["inputs"])
+    assert ("pairs", 0, {"keep_ties": False}, {"rankings": "abc"}) == (
+        manifest["stage"],
+        manifest["seed"],
+        manifest["config"],
+        manifest["inputs"],
+    )
     assert {"train": 12, "test": 3} == manifest["sizes"]

@@ -1,4 +1,5 @@
 """Tests of the ranking widget, driven from Python: set controls, click buttons, read the store."""
+
 from __future__ import annotations
 
 import ipywidgets
@@ -9,11 +10,21 @@ from labkit.labels import Item, RankingStore, format_ranking
 
 
 def make_items():
-    return [Item("i1", "How do I water basil?", ("a", "b", "c"),
-                 ("Water it daily.", "Water when the top inch is dry.", "<script>alert('x')</script>")),
-            {"item_id": "i2", "prompt": "Best way to sleep?", "completion_ids": ("x", "y"),
-             "completions": ("Keep the room dark.", "Sleep is for the weak.")},
-            Item("i3", "Boil an egg?", ("p", "q"), ("Nine minutes.", "Eggs eggs eggs."))]
+    return [
+        Item(
+            "i1",
+            "How do I water basil?",
+            ("a", "b", "c"),
+            ("Water it daily.", "Water when the top inch is dry.", "<script>alert('x')</script>"),
+        ),
+        {
+            "item_id": "i2",
+            "prompt": "Best way to sleep?",
+            "completion_ids": ("x", "y"),
+            "completions": ("Keep the room dark.", "Sleep is for the weak."),
+        },
+        Item("i3", "Boil an egg?", ("p", "q"), ("Nine minutes.", "Eggs eggs eggs.")),
+    ]
 
 
 def set_ranks(w, ranks):
@@ -133,3 +144,23 @@ def test_custom_guidelines_get_a_version(tmp_path):
     set_ranks(w, [2, 1])
     w.submit_button.click()
     assert store.read()[0].guideline_version.startswith("custom-")
+
+
+def test_store_reads_per_click_do_not_grow_with_the_items(tmp_path, monkeypatch):
+    """Submitting reads the store as often with 60 items as with 3 (at most once per click)."""
+    reads = []
+    read = RankingStore.read
+    monkeypatch.setattr(RankingStore, "read", lambda self: reads.append(self.path) or read(self))
+    per_click = {}
+    for n in (3, 60):
+        items = [Item(f"i{k}", "Boil an egg?", ("p", "q"), ("Nine minutes.", "Eggs eggs eggs.")) for k in range(n)]
+        w = widgets.ranking_widget(items, RankingStore(tmp_path / f"{n}.jsonl"), "ann")
+        before = len(reads)
+        for _ in range(3):
+            set_ranks(w, [1, 2])
+            w.submit_button.click()
+        w.skip_button.click()
+        per_click[n] = (len(reads) - before) / 4
+    assert per_click[3] == per_click[60] <= 1
+    assert ({"i0", "i1", "i2"}, "i4") == (w.ranked, w.current_item.item_id)
+    assert "3 of 60 ranked" in w.progress.value
