@@ -5,6 +5,10 @@ tensor (B,)` that reads *text* (so the reward model may use any tokenizer, or be
 Output: `PPOResult` (the trained policy, its value head, one metrics dict per step), plus
 `output_dir/metrics.jsonl` and a resumable `output_dir/checkpoint/`.
 
+Checkpoints hold no pickle: tensors go to safetensors files and everything else to JSON, so a
+run folder a classmate sends can be resumed without running any code it carries (`torch.load`
+of a pickle runs whatever the file says before a single check).
+
 The step reads top to bottom in the chapter's order: 1. rollout, 2. score, 3. log-probs and
 values, 4. KL-penalised rewards, 5. GAE advantages, 6. PPO epochs, 7. log. It follows Ziegler et
 al. 2019 ("Fine-Tuning Language Models from Human Preferences"), the old TRL `PPOTrainer`
@@ -13,14 +17,13 @@ al. 2019 ("Fine-Tuning Language Models from Human Preferences"), the old TRL `PP
 With LoRA (the default) the reference model is the policy with its adapters switched off, so the
 frozen copy costs nothing; full fine-tuning keeps a frozen deep copy instead.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
-import os
 import random
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -32,11 +35,24 @@ import numpy as np
 import torch
 from torch import nn
 
+from labkit.artifacts import atomic_folder, atomic_write
 from labkit.config import seed_everything
 from labkit.models import add_lora, chat_prompts, disabled_adapter, position_ids
-from labkit.ppo_math import (KL_ESTIMATORS, AdaptiveKLController, FixedKLController, entropy_from_logits,
-                             explained_variance, gae, kl_penalty, masked_mean, masked_whiten, policy_loss,
-                             top_p_filter, truncate_after_eos, value_loss)
+from labkit.ppo_math import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_penalty,
+    masked_mean,
+    masked_whiten,
+    policy_loss,
+    top_p_filter,
+    truncate_after_eos,
+    value_loss,
+)
 
 __all__ = [
     "AdaptiveKLController",
@@ -47,6 +63,8 @@ __all__ = [
     "PPOTrainer",
     "ValueHead",
     "ppo_stage",
+    "preset_config",
+    "read_checkpoint_step",
     "sample_responses",
     "train",
 ]
@@ -70,8 +88,7 @@ class PPOConfig:
     """GAE lambda: 1 is Monte-Carlo returns (low bias, high variance), 0 is one-step TD. 1.0 because the
     only score comes at the last token: with 0.95 (old TRL's default) a 40-token reply passes 0.95^40 = 13%
     of it back to its first tokens, where the style is chosen, against 36% for a 20-token one, so short
-    vague replies win. Measured on the tiny preset (toxicity reward, 80 steps): lam 0.95 halved gold
-    helpfulness, lam 1.0 kept it (benchmarks/ppo_targets.py --set lam=0.95)."""
+    vague replies win (compare on the tiny preset: benchmarks/ppo_targets.py --set lam=0.95)."""
     clip_range: float = 0.2
     """PPO's epsilon: the probability ratio is clipped to [1 - eps, 1 + eps]."""
     clip_range_value: float = 0.2
@@ -128,8 +145,10 @@ class PPOConfig:
     def __post_init__(self):
         checks = [
             (self.batch_size >= 2, "batch_size must be at least 2 (advantages are whitened over the batch)"),
-            (self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
-             f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})"),
+            (
+                self.mini_batch_size >= 1 and self.batch_size % self.mini_batch_size == 0,
+                f"mini_batch_size ({self.mini_batch_size}) must divide batch_size ({self.batch_size})",
+            ),
             (self.ppo_epochs >= 1, "ppo_epochs must be at least 1"),
             (self.temperature > 0, "temperature must be > 0 (PPO needs a sampling distribution)"),
             (0 < self.top_p <= 1, "top_p must be in (0, 1]"),
@@ -143,11 +162,25 @@ class PPOConfig:
                 raise ValueError(f"PPOConfig: {message}")
 
 
+def preset_config(preset, **overrides: Any) -> PPOConfig:
+    """The preset's PPOConfig, as the main job, the chapters and the benchmarks use it: the class
+    defaults, then the preset's "ppo" overrides, its seed and reply length, quiet logging, then
+    `overrides`."""
+    values = {
+        "seed": preset.seed,
+        "max_new_tokens": preset.max_new_tokens,
+        "log_every": 0,
+        "sample_table_every": 0,
+        **overrides,
+    }
+    return preset.stage_config("ppo", PPOConfig, **values)
+
+
 METRIC_DOCS: dict[str, str] = {
     "objective/kl": "mean over responses of the summed per-token k1 = log p(y) - log p_ref(y): how far the "
-                    "policy has moved from the reference",
+    "policy has moved from the reference",
     "objective/kl_k3": "the same KL from the k3 estimator (r - 1) - log r, never negative per token; agrees "
-                       "with k1 on average",
+    "with k1 on average",
     "objective/scores": "mean reward-function score of the responses (what we want up)",
     "objective/non_score_reward": "mean summed KL penalty -beta * KL per response (the price paid for moving)",
     "objective/rlhf_reward": "scores + non_score_reward: the quantity PPO actually maximises",
@@ -164,6 +197,8 @@ METRIC_DOCS: dict[str, str] = {
     "ppo/mean_response_len": "mean response length in tokens, EOS included",
     "time/step": "seconds for the whole step",
     "time/rollout": "seconds for steps 1-5: sampling, scoring, reference log-probs, advantages",
+    "time/generate": "seconds of step 1: sampling the responses token by token",
+    "time/score": "seconds of step 2: decoding the responses and running the reward function",
     "time/update": "seconds for step 6: the PPO epochs",
     "samples_per_second": "responses processed per second (batch_size / time/step)",
     "step": "PPO steps done so far (1-based)",
@@ -204,19 +239,27 @@ class PPOResult:
 
 
 @torch.no_grad()
-def sample_responses(model, query_ids: torch.Tensor, query_mask: torch.Tensor, max_new_tokens: int,
-                     eos_id: int | None, pad_id: int, temperature: float = 1.0, top_p: float = 1.0,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_responses(
+    model,
+    query_ids: torch.Tensor,
+    query_mask: torch.Tensor,
+    max_new_tokens: int,
+    eos_id: int | None,
+    pad_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Sample (B, <= max_new_tokens) response ids with a KV cache; finished rows are padded.
 
-    A plain loop instead of `model.generate`: as fast or a little faster on small models (measured
-    0.26 s vs 0.29 s for 32 x 48 tokens of a 2M-parameter Llama on 2 CPU threads), readable, and it
-    draws from its own `generator`, so a resumed run continues the exact random stream.
+    A plain loop instead of `model.generate`: readable, and it draws from its own `generator`, so a
+    resumed run continues the exact random stream.
     """
     attention_mask = query_mask.long()
     positions = position_ids(attention_mask)
-    out = model(input_ids=query_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)
+    out = model(
+        input_ids=query_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1
+    )
     finished = torch.zeros(query_ids.shape[0], dtype=torch.bool, device=query_ids.device)
     tokens = []
     next_position = positions[:, -1:] + 1
@@ -232,8 +275,13 @@ def sample_responses(model, query_ids: torch.Tensor, query_mask: torch.Tensor, m
         if bool(finished.all()):
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-        out = model(input_ids=next_token[:, None], attention_mask=attention_mask, position_ids=next_position,
-                    past_key_values=out.past_key_values, use_cache=True)
+        out = model(
+            input_ids=next_token[:, None],
+            attention_mask=attention_mask,
+            position_ids=next_position,
+            past_key_values=out.past_key_values,
+            use_cache=True,
+        )
         next_position = next_position + 1
     return torch.stack(tokens, dim=1)
 
@@ -245,14 +293,23 @@ def _hidden_size(model) -> int:
 class PPOTrainer:
     """Owns the models, optimizer and KL controller; `step()` is one numbered PPO iteration."""
 
-    def __init__(self, policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: PPOConfig | None = None,
-                 callbacks: Sequence[Any] = ()):
+    def __init__(
+        self,
+        policy,
+        tokenizer,
+        prompts: Sequence[str],
+        reward_fn: Callable,
+        cfg: PPOConfig | None = None,
+        callbacks: Sequence[Any] = (),
+    ):
         self.cfg = cfg = cfg or PPOConfig()
         if len(prompts) == 0:
             raise ValueError("prompts is empty: PPO needs at least one user prompt to sample responses for")
         if not callable(reward_fn):
-            raise ValueError(f"reward_fn must be callable as reward_fn(prompts, responses) -> tensor (B,), "
-                             f"got {type(reward_fn).__name__}")
+            raise ValueError(
+                f"reward_fn must be callable as reward_fn(prompts, responses) -> tensor (B,), "
+                f"got {type(reward_fn).__name__}"
+            )
         if tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (models.prepare_tokenizer does)")
         self.tokenizer, self.reward_fn, self.callbacks = tokenizer, reward_fn, list(callbacks)
@@ -265,8 +322,9 @@ class PPOTrainer:
         is_peft = hasattr(policy, "peft_config")
         self.ref_model = None
         if cfg.lora and not is_peft:
-            policy = add_lora(policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0,
-                              target_modules=cfg.lora_target_modules)
+            policy = add_lora(
+                policy, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=0.0, target_modules=cfg.lora_target_modules
+            )
         elif not cfg.lora:
             if is_peft:
                 raise ValueError("cfg.lora is False but the policy already has LoRA adapters: pass the base model")
@@ -280,8 +338,11 @@ class PPOTrainer:
         if self.value_model is not None:
             trainable += [p for p in self.value_model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, eps=1e-5)  # eps as cleanrl
-        self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon) if cfg.adaptive_kl
-                       else FixedKLController(cfg.kl_coef))
+        self.kl_ctl = (
+            AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
+            if cfg.adaptive_kl
+            else FixedKLController(cfg.kl_coef)
+        )
         self.sample_rng = torch.Generator(self.device).manual_seed(cfg.seed)
         self.shuffle_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
@@ -292,8 +353,12 @@ class PPOTrainer:
     # -- forward passes ------------------------------------------------------------------------
     def _forward(self, input_ids, attention_mask, response_len: int, reference: bool = False):
         """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)."""
-        kwargs = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                      logits_to_keep=response_len + 1)
+        kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            logits_to_keep=response_len + 1,
+        )
         if reference:
             if self.ref_model is not None:
                 return self.ref_model(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
@@ -306,7 +371,7 @@ class PPOTrainer:
             hidden = out.hidden_states[-1]
         else:
             hidden = self.value_model(**{**kwargs, "logits_to_keep": 1}, output_hidden_states=True).hidden_states[-1]
-        values = self.value_head(hidden[:, -response_len - 1:-1]).float()
+        values = self.value_head(hidden[:, -response_len - 1 : -1]).float()
         return logits, values
 
     @staticmethod
@@ -317,8 +382,10 @@ class PPOTrainer:
         scores = self.reward_fn(queries, responses)
         scores = torch.as_tensor(scores, dtype=torch.float32).detach().to(self.device)
         if scores.numel() != len(responses):
-            raise ValueError(f"reward_fn returned {tuple(scores.shape)} for {len(responses)} responses: it must "
-                             "return one score per response, a tensor of shape (B,)")
+            raise ValueError(
+                f"reward_fn returned {tuple(scores.shape)} for {len(responses)} responses: it must "
+                "return one score per response, a tensor of shape (B,)"
+            )
         if not torch.isfinite(scores).all():
             raise ValueError("reward_fn returned a nan or inf score; clip or fix the reward before PPO sees it")
         return scores.reshape(-1)
@@ -332,12 +399,27 @@ class PPOTrainer:
         prompt_rng = np.random.default_rng([cfg.seed, self.step_count])
         idx = prompt_rng.choice(len(self.prompts), cfg.batch_size, replace=len(self.prompts) < cfg.batch_size)
         queries = [self.prompts[i] for i in idx]
-        enc = tok([self.rendered[i] for i in idx], return_tensors="pt", padding=True, padding_side="left",
-                  add_special_tokens=False).to(self.device)
+        enc = tok(
+            [self.rendered[i] for i in idx],
+            return_tensors="pt",
+            padding=True,
+            padding_side="left",
+            add_special_tokens=False,
+        ).to(self.device)
         b_query, b_query_mask = enc["input_ids"], enc["attention_mask"]
-        raw = sample_responses(self.policy, b_query, b_query_mask, cfg.max_new_tokens, tok.eos_token_id,
-                               tok.pad_token_id, cfg.temperature, cfg.top_p, self.sample_rng)
+        raw = sample_responses(
+            self.policy,
+            b_query,
+            b_query_mask,
+            cfg.max_new_tokens,
+            tok.eos_token_id,
+            tok.pad_token_id,
+            cfg.temperature,
+            cfg.top_p,
+            self.sample_rng,
+        )
         b_response, b_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
+        t_generate = time.perf_counter() - t_start
         b_input_ids = torch.cat([b_query, b_response], dim=1)
         b_attention = torch.cat([b_query_mask, b_mask.long()], dim=1)
         T = b_response.shape[1]
@@ -346,6 +428,7 @@ class PPOTrainer:
         # 2. score: the reward function reads text, so its tokenizer need not be ours.
         responses = [r.strip() for r in tok.batch_decode(b_response, skip_special_tokens=True)]
         scores = self._score(queries, responses)
+        t_score = time.perf_counter() - t_start - t_generate
 
         # 3. log-probs of the sampled tokens under policy and reference (same temperature), and values.
         with torch.no_grad():
@@ -380,20 +463,21 @@ class PPOTrainer:
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size, generator=self.shuffle_rng).to(self.device)
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
-                mb = order[s:s + cfg.mini_batch_size]
+                mb = order[s : s + cfg.mini_batch_size]
                 mb_mask = mask[mb]
                 logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
                 mb_logp = self._logprobs(logits, b_response[mb])
-                pg_loss, clipfrac, approxkl = policy_loss(mb_logp, b_logp[mb], b_advantages[mb], mb_mask,
-                                                          cfg.clip_range)
-                v_loss, vf_clipfrac = value_loss(mb_values, b_values[mb], b_returns[mb], mb_mask,
-                                                 cfg.clip_range_value)
+                pg_loss, clipfrac, approxkl = policy_loss(
+                    mb_logp, b_logp[mb], b_advantages[mb], mb_mask, cfg.clip_range
+                )
+                v_loss, vf_clipfrac = value_loss(mb_values, b_values[mb], b_returns[mb], mb_mask, cfg.clip_range_value)
                 entropy = masked_mean(entropy_from_logits(logits), mb_mask)
                 loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                         cfg.max_grad_norm)
+                nn.utils.clip_grad_norm_(
+                    [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
+                )
                 self.optimizer.step()
                 for key, value in zip(stats, (pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy)):
                     stats[key].append(value.item())
@@ -422,6 +506,8 @@ class PPOTrainer:
             "ppo/mean_response_len": mask.sum(1).mean().item(),
             "time/step": t_step,
             "time/rollout": t_rollout,
+            "time/generate": t_generate,
+            "time/score": t_score,
             "time/update": t_update,
             "samples_per_second": cfg.batch_size / t_step,
             "step": self.step_count,
@@ -440,8 +526,10 @@ class PPOTrainer:
         while self.step_count < cfg.total_steps:
             metrics = self.step()
             self._log(metrics)
-            if self.output_dir is not None and (self.step_count == cfg.total_steps or (
-                    cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0)):
+            if self.output_dir is not None and (
+                self.step_count == cfg.total_steps
+                or (cfg.checkpoint_every and self.step_count % cfg.checkpoint_every == 0)
+            ):
                 self.save_checkpoint()
         return PPOResult(self.policy, self.value_head, self.metrics, self.last_samples, self.output_dir)
 
@@ -451,9 +539,12 @@ class PPOTrainer:
             with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
         if cfg.log_every and n % cfg.log_every == 0:
-            print(f"step {n}/{cfg.total_steps} | score {metrics['objective/scores']:.3f} | "
-                  f"kl {metrics['objective/kl']:.3f} | entropy {metrics['policy/entropy']:.2f} | "
-                  f"{metrics['time/step']:.2f} s")
+            print(
+                f"step {n}/{cfg.total_steps} | score {metrics['objective/scores']:.3f} | "
+                f"kl {metrics['objective/kl']:.3f} | entropy {metrics['policy/entropy']:.2f} | "
+                f"{metrics['time/step']:.2f} s",
+                flush=True,
+            )
         if cfg.sample_table_every and n % cfg.sample_table_every == 0:
             from labkit.ppo_plots import sample_table
 
@@ -470,100 +561,223 @@ class PPOTrainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         ckpt = self._find_checkpoint()
         if ckpt is not None and not resume:
-            raise ValueError(f"{self.output_dir} already holds a PPO checkpoint ({ckpt}); pass resume=True to "
-                             "continue it, or choose another output_dir (nothing was overwritten)")
+            raise ValueError(
+                f"{self.output_dir} already holds a PPO checkpoint ({ckpt}); pass resume=True to "
+                "continue it, or choose another output_dir (nothing was overwritten)"
+            )
         if ckpt is not None:
             self.load_checkpoint(ckpt)
         elif not resume and (self.output_dir / "metrics.jsonl").exists():
-            raise ValueError(f"{self.output_dir}/metrics.jsonl exists from another run; pass resume=True or choose "
-                             "another output_dir (nothing was overwritten)")
+            raise ValueError(
+                f"{self.output_dir}/metrics.jsonl exists from another run; pass resume=True or choose "
+                "another output_dir (nothing was overwritten)"
+            )
         # Steps logged after the last checkpoint will be redone, identically: drop their lines.
         _write_jsonl(self.output_dir / "metrics.jsonl", self.metrics)
 
     def _find_checkpoint(self) -> Path | None:
         for path in (self.checkpoint_dir, self.checkpoint_dir.with_name("checkpoint.old")):
-            if (path / "state.pt").is_file():
+            if (path / _STATE_FILE).is_file():
                 return path
+            if (path / "state.pt").is_file():
+                raise ValueError(
+                    f"{path} holds a pickled checkpoint (state.pt) from an older labkit. It is not "
+                    "loaded: unpickling a file runs any code inside it, and run folders get passed "
+                    "around. Nothing was run or changed; delete the folder (or choose another "
+                    "output_dir) to train afresh."
+                )
         return None
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
         modules = {"policy": self.policy, "value_model": self.value_model}
-        return {f"{name}.{n}": p.detach().cpu().clone() for name, m in modules.items() if m is not None
-                for n, p in m.named_parameters() if p.requires_grad}
+        return {
+            f"{name}.{n}": p.detach().cpu().clone()
+            for name, m in modules.items()
+            if m is not None
+            for n, p in m.named_parameters()
+            if p.requires_grad
+        }
 
     def save_checkpoint(self) -> Path:
-        """Write the whole training state to output_dir/checkpoint atomically (tmp folder, then rename)."""
-        final = self.checkpoint_dir
-        tmp = final.with_name(f"checkpoint.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        """Write the whole training state to output_dir/checkpoint atomically (tmp folder, then rename).
+
+        Files: weights.safetensors (trainable weights and the value head), optimizer.safetensors and
+        rng.safetensors (their tensors), state.json (step, KL controller, metrics, config, and the
+        non-tensor parts of the optimizer and RNG states). No pickle anywhere.
+        """
+        from safetensors.torch import save_file
+
+        weights = {f"trainable.{k}": v for k, v in self._trainable_state().items()}
+        weights.update(
+            {f"value_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
+        )
+        opt_tensors, opt_rest = _split_tensors(self.optimizer.state_dict())
+        rng_tensors, rng_rest = _split_tensors(_rng_state(self.sample_rng, self.shuffle_rng))
         state = {
+            "format": _FORMAT,
             "step": self.step_count,
-            "trainable": self._trainable_state(),
-            "value_head": self.value_head.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
             "kl_controller": self.kl_ctl.state_dict(),
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                    "sample": self.sample_rng.get_state(), "shuffle": self.shuffle_rng.get_state()},
+            "optimizer": opt_rest,
+            "rng": rng_rest,
             "metrics": self.metrics,
             "config": dataclasses.asdict(self.cfg),
         }
-        torch.save(state, tmp / "state.pt")
-        (tmp / "config.json").write_text(json.dumps(state["config"], indent=2) + "\n")
-        old = final.with_name("checkpoint.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if final.exists():
-            os.replace(final, old)  # a crash between these two renames leaves checkpoint.old to resume from
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-        return final
+        with atomic_folder(self.checkpoint_dir) as tmp:
+            save_file(weights, str(tmp / "weights.safetensors"))
+            save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
+            save_file(rng_tensors, str(tmp / "rng.safetensors"))
+            (tmp / _STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        return self.checkpoint_dir
 
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore a state written by `save_checkpoint`; the config must match except run-length/logging fields."""
-        state = torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+        """Restore a state written by `save_checkpoint`; the config must match except run-length/logging fields.
+
+        Reads safetensors and JSON only: a file that is not what it claims raises, it never runs.
+        """
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        try:
+            state = json.loads((path / _STATE_FILE).read_text(encoding="utf-8"))
+            weights = load_file(str(path / "weights.safetensors"))
+            optimizer = _join_tensors(state["optimizer"], load_file(str(path / "optimizer.safetensors")))
+            rng = _join_tensors(state["rng"], load_file(str(path / "rng.safetensors")))
+        except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
+            raise ValueError(
+                f"checkpoint {path} is incomplete or damaged ({type(err).__name__}: {err}); delete it "
+                "or choose another output_dir to train afresh (nothing was changed)"
+            ) from err
+        if state.get("format") != _FORMAT:
+            raise ValueError(f"checkpoint {path} has format {state.get('format')!r}, this labkit reads {_FORMAT}")
         free = {"total_steps", "log_every", "sample_table_every", "checkpoint_every", "output_dir"}
-        saved, now = state["config"], dataclasses.asdict(self.cfg)
+        saved, now = state["config"], json.loads(json.dumps(dataclasses.asdict(self.cfg)))
         changed = sorted(k for k in now if k not in free and saved.get(k) != now[k])
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
-            raise ValueError(f"checkpoint {path} was made with a different config ({diff}); use the same "
-                             "settings to resume, or a new output_dir for a new run")
+            raise ValueError(
+                f"checkpoint {path} was made with a different config ({diff}); use the same "
+                "settings to resume, or a new output_dir for a new run"
+            )
         mine = self._trainable_state()
-        if set(mine) != set(state["trainable"]):
-            raise ValueError(f"checkpoint {path} does not fit this model (its trainable weights differ); "
-                             "resume with the same model and LoRA settings, or use a new output_dir")
-        params = {f"{name}.{n}": p for name, m in {"policy": self.policy, "value_model": self.value_model}.items()
-                  if m is not None for n, p in m.named_parameters()}
+        trainable = {k[len("trainable.") :]: v for k, v in weights.items() if k.startswith("trainable.")}
+        if set(mine) != set(trainable):
+            raise ValueError(
+                f"checkpoint {path} does not fit this model (its trainable weights differ); "
+                "resume with the same model and LoRA settings, or use a new output_dir"
+            )
+        params = {
+            f"{name}.{n}": p
+            for name, m in {"policy": self.policy, "value_model": self.value_model}.items()
+            if m is not None
+            for n, p in m.named_parameters()
+        }
         with torch.no_grad():
-            for key, tensor in state["trainable"].items():
+            for key, tensor in trainable.items():
                 params[key].copy_(tensor)
-        self.value_head.load_state_dict(state["value_head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.value_head.load_state_dict(
+            {k[len("value_head.") :]: v for k, v in weights.items() if k.startswith("value_head.")}
+        )
+        self.optimizer.load_state_dict(optimizer)
         self.kl_ctl.load_state_dict(state["kl_controller"])
-        rng = state["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-        self.sample_rng.set_state(rng["sample"])
-        self.shuffle_rng.set_state(rng["shuffle"])
-        self.step_count = state["step"]
+        _set_rng_state(rng, self.sample_rng, self.shuffle_rng)
+        self.step_count = int(state["step"])
         self.metrics = list(state["metrics"])
 
 
+_FORMAT = 2
+"""Checkpoint layout version: 2 is safetensors + JSON (1 was a pickled state.pt, refused)."""
+_STATE_FILE = "state.json"
+
+
+def read_checkpoint_step(output_dir: str | Path) -> int:
+    """The step a run's checkpoint holds (0 if none): read from JSON, nothing is unpickled."""
+    path = Path(output_dir) / "checkpoint" / _STATE_FILE
+    return int(json.loads(path.read_text(encoding="utf-8"))["step"]) if path.is_file() else 0
+
+
+def _split_tensors(tree: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor], Any]:
+    """(flat {dotted path: tensor}, the tree with each tensor replaced by {"__tensor__": path}): tensors
+    for safetensors, the rest for JSON. Tuples become lists; dict keys become strings (and come back
+    as ints where they were ints: optimizer state is keyed by parameter index)."""
+    if isinstance(tree, torch.Tensor):
+        return {prefix: tree.detach().cpu().contiguous()}, {"__tensor__": prefix}
+    if isinstance(tree, dict):
+        tensors, out = {}, {}
+        for key, value in tree.items():
+            t, out_value = _split_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+            tensors.update(t)
+            out[f"{'int:' if isinstance(key, int) else ''}{key}"] = out_value
+        return tensors, out
+    if isinstance(tree, (list, tuple)):
+        tensors, out = {}, []
+        for i, value in enumerate(tree):
+            t, out_value = _split_tensors(value, f"{prefix}.{i}")
+            tensors.update(t)
+            out.append(out_value)
+        return tensors, out
+    if isinstance(tree, (str, int, float, bool)) or tree is None:
+        return {}, tree
+    raise TypeError(f"cannot store {type(tree).__name__} at {prefix!r} in a checkpoint")
+
+
+def _join_tensors(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of `_split_tensors`."""
+    if isinstance(tree, dict):
+        if set(tree) == {"__tensor__"}:
+            return tensors[tree["__tensor__"]]
+        return {(int(k[4:]) if k.startswith("int:") else k): _join_tensors(v, tensors) for k, v in tree.items()}
+    if isinstance(tree, list):
+        return [_join_tensors(v, tensors) for v in tree]
+    return tree
+
+
+def _rng_state(sample_rng: torch.Generator, shuffle_rng: torch.Generator) -> dict:
+    """Every random stream the run draws from, as tensors and plain numbers."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "python": {"version": version, "mt": torch.tensor(mt, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else None,
+        "sample": sample_rng.get_state(),
+        "shuffle": shuffle_rng.get_state(),
+    }
+
+
+def _set_rng_state(rng: dict, sample_rng: torch.Generator, shuffle_rng: torch.Generator) -> None:
+    py, npy = rng["python"], rng["numpy"]
+    random.setstate((py["version"], tuple(int(x) for x in py["mt"].tolist()), py["gauss"]))
+    np.random.set_state(
+        (npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["cached"])
+    )
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    sample_rng.set_state(rng["sample"])
+    shuffle_rng.set_state(rng["shuffle"])
+
+
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(row) + "\n" for row in rows)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
-def train(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: PPOConfig | None = None,
-          callbacks: Sequence[Any] = (), resume: bool = True) -> PPOResult:
+def train(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_fn: Callable,
+    cfg: PPOConfig | None = None,
+    callbacks: Sequence[Any] = (),
+    resume: bool = True,
+) -> PPOResult:
     """Fine-tune `policy` with PPO on `prompts` against `reward_fn(prompts, responses) -> tensor (B,)`.
 
     Callbacks are objects with `on_step(metrics, samples)` (or plain callables with that signature);
@@ -573,8 +787,14 @@ def train(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg: P
     return PPOTrainer(policy, tokenizer, prompts, reward_fn, cfg, callbacks).train(resume=resume)
 
 
-def ppo_stage(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable,
-              cfg: PPOConfig | None = None, callbacks: Sequence[Any] = ()) -> tuple[PPOResult, dict[str, float]]:
+def ppo_stage(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_fn: Callable,
+    cfg: PPOConfig | None = None,
+    callbacks: Sequence[Any] = (),
+) -> tuple[PPOResult, dict[str, float]]:
     """`labkit run`'s PPO stage: train (resuming if possible), save the policy, return summary metrics.
 
     Metrics: ppo.kl_mean (mean per-response KL to the reference over the last 5 steps),
@@ -599,9 +819,14 @@ def ppo_stage(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable,
         "ppo.samples_per_second": avg("samples_per_second", rows),
     }
     if result.output_dir is not None:
+        from safetensors.torch import save_file
+
         from labkit.artifacts import write_manifest
 
         result.policy.save_pretrained(result.output_dir / "policy")
-        torch.save(result.value_head.state_dict(), result.output_dir / "value_head.pt")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in result.value_head.state_dict().items()},
+            str(result.output_dir / "value_head.safetensors"),
+        )
         write_manifest(result.output_dir, "ppo", cfg, cfg.seed, metrics=metrics)
     return result, metrics

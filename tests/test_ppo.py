@@ -1,4 +1,5 @@
 """labkit's PPO loop on the tiny random fixture model, on CPU."""
+
 from __future__ import annotations
 
 import copy
@@ -14,7 +15,7 @@ from labkit.models import sequence_logprobs
 from labkit.ppo import METRIC_DOCS, AdaptiveKLController, FixedKLController, PPOConfig, PPOTrainer
 
 PROMPTS = ["How do I keep my basil plant alive?", "What is a good way to sleep better?", "Hi there"]
-TIMING_KEYS = {"time/step", "time/rollout", "time/update", "samples_per_second"}
+TIMING_KEYS = {k for k in METRIC_DOCS if k.startswith("time/")} | {"samples_per_second"}
 
 
 def peaky_lm(tokenizer, seed: int = 0):
@@ -36,12 +37,22 @@ def token_reward(tokenizer, token: str = "Ġthe"):
     def reward(prompts, responses):
         ids = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
         return torch.tensor([sum(i == target for i in x) / max(len(x), 1) for x in ids])
+
     return reward
 
 
 def small_cfg(**overrides) -> PPOConfig:
-    base = dict(batch_size=16, mini_batch_size=8, max_new_tokens=16, learning_rate=1e-2, kl_coef=0.0,
-                total_steps=3, log_every=0, sample_table_every=0, checkpoint_every=0)
+    base = dict(
+        batch_size=16,
+        mini_batch_size=8,
+        max_new_tokens=16,
+        learning_rate=1e-2,
+        kl_coef=0.0,
+        total_steps=3,
+        log_every=0,
+        sample_table_every=0,
+        checkpoint_every=0,
+    )
     return PPOConfig(**{**base, **overrides})
 
 
@@ -60,15 +71,16 @@ def test_config_fields_all_documented_and_validated():
 
     source = inspect.getsource(PPOConfig)
     for f in ppo.dataclasses.fields(PPOConfig):
-        assert f'{f.name}:' in source and '"""' in source.split(f"{f.name}:")[1].split("\n", 2)[1]
+        assert f"{f.name}:" in source and '"""' in source.split(f"{f.name}:")[1].split("\n", 2)[1]
     with pytest.raises(ValueError, match="mini_batch_size \\(5\\) must divide batch_size \\(16\\)"):
         PPOConfig(batch_size=16, mini_batch_size=5)
 
 
 def test_score_rises_with_a_token_reward(tiny_tokenizer):
     """Rewarding one token makes PPO produce more of it within twenty steps."""
-    result = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                       small_cfg(total_steps=20))
+    result = ppo.train(
+        peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer), small_cfg(total_steps=20)
+    )
     first, last = mean(result.metrics[:3], "objective/scores"), mean(result.metrics[-3:], "objective/scores")
     assert last > first + 0.1
 
@@ -78,8 +90,9 @@ def test_lora_changes_adapters_not_base(tiny_tokenizer):
     model = peaky_lm(tiny_tokenizer)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
     result = ppo.train(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer), small_cfg())
-    after = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-             for k, v in result.policy.state_dict().items()}
+    after = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in result.policy.state_dict().items()
+    }
     assert all(torch.equal(base_before[k], after[k]) for k in base_before)
     lora_b = [v for k, v in result.policy.state_dict().items() if "lora_B" in k]
     assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # lora_B starts at zero
@@ -107,8 +120,13 @@ def test_large_kl_coef_keeps_kl_small(tiny_tokenizer):
     """A strong KL penalty keeps the policy closer to the reference than no penalty does."""
     runs = {}
     for coef in (0.0, 1.0):
-        result = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                           small_cfg(total_steps=10, kl_coef=coef))
+        result = ppo.train(
+            peaky_lm(tiny_tokenizer),
+            tiny_tokenizer,
+            PROMPTS,
+            token_reward(tiny_tokenizer),
+            small_cfg(total_steps=10, kl_coef=coef),
+        )
         runs[coef] = mean(result.metrics[-4:], "objective/kl")
     assert runs[1.0] < 0.5 * runs[0.0]
 
@@ -116,9 +134,14 @@ def test_large_kl_coef_keeps_kl_small(tiny_tokenizer):
 def test_metrics_keys_file_and_callbacks(tiny_tokenizer, tmp_path):
     """Each step logs exactly the documented keys, to the callback and to metrics.jsonl."""
     seen = []
-    result = ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                       small_cfg(total_steps=2, output_dir=str(tmp_path)),
-                       callbacks=[lambda metrics, samples: seen.append((metrics, samples))])
+    result = ppo.train(
+        make_tiny_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        token_reward(tiny_tokenizer),
+        small_cfg(total_steps=2, output_dir=str(tmp_path)),
+        callbacks=[lambda metrics, samples: seen.append((metrics, samples))],
+    )
     assert [set(m) for m in result.metrics] == [set(METRIC_DOCS)] * 2
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert lines == result.metrics
@@ -136,13 +159,25 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_tokenizer, tmp_pa
     """2 steps, a restart from a rebuilt model, 2 more steps == 4 uninterrupted steps, metric for metric."""
     reward = token_reward(tiny_tokenizer)
     cfg = dict(total_steps=4, checkpoint_every=2, adaptive_kl=True, kl_coef=0.1, target_kl=0.5, kl_horizon=50)
-    full = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-                     small_cfg(**cfg, output_dir=str(tmp_path / "a")))
-    ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-              small_cfg(**{**cfg, "total_steps": 2}, output_dir=str(tmp_path / "b")))
+    full = ppo.train(
+        peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward, small_cfg(**cfg, output_dir=str(tmp_path / "a"))
+    )
+    ppo.train(
+        peaky_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        reward,
+        small_cfg(**{**cfg, "total_steps": 2}, output_dir=str(tmp_path / "b")),
+    )
     torch.manual_seed(1234)  # the "new process" starts from different global RNG state
-    resumed = ppo.train(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-                        small_cfg(**cfg, output_dir=str(tmp_path / "b")), resume=True)
+    resumed = ppo.train(
+        peaky_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        reward,
+        small_cfg(**cfg, output_dir=str(tmp_path / "b")),
+        resume=True,
+    )
     assert len(resumed.metrics) == 4
     for a, b in zip(_comparable(full.metrics), _comparable(resumed.metrics)):
         assert a.keys() == b.keys()
@@ -154,32 +189,55 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tiny_tokenizer, tmp_pa
 def test_fresh_run_refuses_to_overwrite_a_checkpoint(tiny_tokenizer, tmp_path):
     """resume=False on a folder with a checkpoint raises and leaves the saved files untouched."""
     reward = token_reward(tiny_tokenizer)
-    ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-              small_cfg(total_steps=1, output_dir=str(tmp_path)))
-    before = {p.name: p.read_bytes() for p in [tmp_path / "metrics.jsonl", tmp_path / "checkpoint" / "state.pt"]}
+    ppo.train(
+        make_tiny_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        reward,
+        small_cfg(total_steps=1, output_dir=str(tmp_path)),
+    )
+    saved = [tmp_path / "metrics.jsonl", *sorted((tmp_path / "checkpoint").iterdir())]
+    before = {p.name: p.read_bytes() for p in saved}
     with pytest.raises(ValueError, match="already holds a PPO checkpoint.*resume=True"):
-        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-                  small_cfg(total_steps=1, output_dir=str(tmp_path)), resume=False)
+        ppo.train(
+            make_tiny_lm(tiny_tokenizer),
+            tiny_tokenizer,
+            PROMPTS,
+            reward,
+            small_cfg(total_steps=1, output_dir=str(tmp_path)),
+            resume=False,
+        )
     with pytest.raises(ValueError, match="different config.*learning_rate"):
-        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, reward,
-                  small_cfg(total_steps=2, learning_rate=0.5, output_dir=str(tmp_path)))
-    after = {p.name: p.read_bytes() for p in [tmp_path / "metrics.jsonl", tmp_path / "checkpoint" / "state.pt"]}
+        ppo.train(
+            make_tiny_lm(tiny_tokenizer),
+            tiny_tokenizer,
+            PROMPTS,
+            reward,
+            small_cfg(total_steps=2, learning_rate=0.5, output_dir=str(tmp_path)),
+        )
+    after = {p.name: p.read_bytes() for p in saved}
     assert before == after
 
 
 def test_bad_reward_shape_is_a_clear_error(tiny_tokenizer):
     """A reward function that returns the wrong number of scores is named in the error."""
     with pytest.raises(ValueError, match="reward_fn returned \\(3,\\) for 16 responses"):
-        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, lambda p, r: torch.zeros(3),
-                  small_cfg(total_steps=1))
+        ppo.train(
+            make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, lambda p, r: torch.zeros(3), small_cfg(total_steps=1)
+        )
 
 
 def test_full_finetune_keeps_a_frozen_reference(tiny_tokenizer):
     """lora=False trains every weight and scores the reference with an untouched frozen copy."""
     model = peaky_lm(tiny_tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    trainer = PPOTrainer(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                         small_cfg(lora=False, learning_rate=1e-3, total_steps=2))
+    trainer = PPOTrainer(
+        model,
+        tiny_tokenizer,
+        PROMPTS,
+        token_reward(tiny_tokenizer),
+        small_cfg(lora=False, learning_rate=1e-3, total_steps=2),
+    )
     trainer.train()
     assert any(not torch.equal(before[k], v) for k, v in trainer.policy.state_dict().items())
     assert all(torch.equal(before[k], v) for k, v in trainer.ref_model.state_dict().items())
@@ -187,8 +245,13 @@ def test_full_finetune_keeps_a_frozen_reference(tiny_tokenizer):
 
 def test_separate_value_model_runs_and_trains(tiny_tokenizer):
     """value_head="separate" trains a critic copy whose adapters move independently of the policy."""
-    trainer = PPOTrainer(peaky_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer),
-                         small_cfg(value_head="separate", total_steps=2))
+    trainer = PPOTrainer(
+        peaky_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        token_reward(tiny_tokenizer),
+        small_cfg(value_head="separate", total_steps=2),
+    )
     result = trainer.train()
     assert set(result.metrics[-1]) == set(METRIC_DOCS)
     assert trainer.value_model is not None and trainer.value_model is not trainer.policy
@@ -214,7 +277,7 @@ def test_sampler_top_p_and_seed(tiny_tokenizer):
     model = peaky_lm(tiny_tokenizer)
     enc = tiny_tokenizer(["<s><|user|>Hi<|assistant|>"] * 2, return_tensors="pt", add_special_tokens=False)
     args = (model, enc["input_ids"], enc["attention_mask"], 6, None, tiny_tokenizer.pad_token_id)
-    greedy = model.generate(**enc, do_sample=False, max_new_tokens=6, min_new_tokens=6)[:, enc["input_ids"].shape[1]:]
+    greedy = model.generate(**enc, do_sample=False, max_new_tokens=6, min_new_tokens=6)[:, enc["input_ids"].shape[1] :]
     nucleus = ppo.sample_responses(*args, top_p=1e-6, generator=torch.Generator().manual_seed(0))
     assert torch.equal(nucleus, greedy)
     one = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(3))
@@ -224,22 +287,27 @@ def test_sampler_top_p_and_seed(tiny_tokenizer):
 
 def test_ppo_stage_metrics_and_artifact(tiny_tokenizer, tmp_path):
     """ppo_stage returns the run's summary metrics and leaves a policy, value head and manifest."""
-    result, metrics = ppo.ppo_stage(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS,
-                                    token_reward(tiny_tokenizer), small_cfg(total_steps=2, output_dir=str(tmp_path)))
+    result, metrics = ppo.ppo_stage(
+        make_tiny_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        token_reward(tiny_tokenizer),
+        small_cfg(total_steps=2, output_dir=str(tmp_path)),
+    )
     assert {"ppo.kl_mean", "ppo.wall_seconds"} <= set(metrics)
     assert metrics["ppo.steps"] == 2 and math.isfinite(metrics["ppo.kl_mean"])
-    assert (tmp_path / "manifest.json").is_file() and (tmp_path / "value_head.pt").is_file()
+    assert (tmp_path / "manifest.json").is_file() and (tmp_path / "value_head.safetensors").is_file()
     assert (tmp_path / "policy" / "adapter_config.json").is_file()
 
 
 # -- plots ---------------------------------------------------------------------------------------
-FAKE = [{"step": i + 1, **{k: float(i * 10 + j) for j, k in enumerate(METRIC_DOCS) if k != "step"}}
-        for i in range(3)]
+FAKE = [{"step": i + 1, **{k: float(i * 10 + j) for j, k in enumerate(METRIC_DOCS) if k != "step"}} for i in range(3)]
 
 
 def _lines(fig):
-    return {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes
-            for line in ax.get_lines()}
+    return {
+        line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for ax in fig.axes for line in ax.get_lines()
+    }
 
 
 def test_plot_metrics_draws_every_panel_key(tmp_path):
@@ -291,9 +359,13 @@ def test_ppo_runs_on_smollm2(smol):
     """Two PPO steps on the real SmolLM2 policy (CPU): LoRA weights move, every metric is finite."""
     model, tok = smol
     model = copy.deepcopy(model)  # PPO adds LoRA adapters in place; the session's model stays clean
-    result = ppo.train(model, tok, PROMPTS[:2], lambda p, r: torch.tensor([float(len(x)) / 100 for x in r]),
-                       small_cfg(batch_size=2, mini_batch_size=2, max_new_tokens=8, total_steps=2, kl_coef=0.1,
-                                 learning_rate=1e-4))
+    result = ppo.train(
+        model,
+        tok,
+        PROMPTS[:2],
+        lambda p, r: torch.tensor([float(len(x)) / 100 for x in r]),
+        small_cfg(batch_size=2, mini_batch_size=2, max_new_tokens=8, total_steps=2, kl_coef=0.1, learning_rate=1e-4),
+    )
     assert 2 == len(result.metrics)
     assert all(math.isfinite(v) for m in result.metrics for v in m.values())
     lora_b = [v for k, v in result.policy.state_dict().items() if "lora_B" in k]
@@ -317,3 +389,55 @@ def test_token_table_lists_unmasked_tokens_with_k1_and_k3(tiny_tokenizer):
     log_r = (ref_logp[:n] - logp[:n]).double()
     assert pytest.approx((log_r.exp() - 1 - log_r).tolist()) == table["k3"].tolist()
     assert (table["k1"] < 0).any() and (table["k3"] >= 0).all()
+
+
+class _Boom:
+    """Unpickling this writes a marker file: the proof that a load ran code from the file."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickled_checkpoint_is_refused_and_runs_nothing(tiny_tokenizer, tmp_path):
+    """A crafted state.pt (an old-format or hostile checkpoint) is refused with a clear error; its code never runs."""
+    import pickle
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / "state.pt").write_bytes(pickle.dumps({"step": _Boom(marker)}))
+    with pytest.raises(ValueError, match="pickled checkpoint.*not loaded.*Nothing was run"):
+        ppo.train(
+            make_tiny_lm(tiny_tokenizer),
+            tiny_tokenizer,
+            PROMPTS,
+            token_reward(tiny_tokenizer),
+            small_cfg(total_steps=1, output_dir=str(tmp_path / "run")),
+        )
+    assert not marker.exists()
+    assert ["state.pt"] == sorted(p.name for p in (tmp_path / "run" / "checkpoint").iterdir())
+
+
+def test_checkpoints_hold_no_pickle_and_a_damaged_one_is_a_clear_error(tiny_tokenizer, tmp_path):
+    """A checkpoint is safetensors + JSON only; a damaged weights file raises naming the folder, runs nothing."""
+    ppo.train(
+        make_tiny_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        PROMPTS,
+        token_reward(tiny_tokenizer),
+        small_cfg(total_steps=1, output_dir=str(tmp_path)),
+    )
+    files = sorted(p.name for p in (tmp_path / "checkpoint").iterdir())
+    assert ["optimizer.safetensors", "rng.safetensors", "state.json", "weights.safetensors"] == files
+    assert 1 == ppo.read_checkpoint_step(tmp_path)
+    (tmp_path / "checkpoint" / "weights.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="incomplete or damaged"):
+        ppo.train(
+            make_tiny_lm(tiny_tokenizer),
+            tiny_tokenizer,
+            PROMPTS,
+            token_reward(tiny_tokenizer),
+            small_cfg(total_steps=2, output_dir=str(tmp_path)),
+        )
