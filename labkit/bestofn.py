@@ -11,11 +11,12 @@ has plenty of. The reward of best-of-n for every n <= N comes from
 one pool of N samples per prompt by the unbiased estimator of E[max of n draws without
 replacement]: sort the pool, weight the i-th smallest by C(i-1, n-1) / C(N, n).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,7 @@ def bon_kl_discrete(scores: Sequence[float], n: int) -> float:
     _, counts = np.unique(values, return_counts=True)
     prob = counts / counts.sum()
     cdf = np.cumsum(prob)
-    p_max = cdf ** n - (cdf - prob) ** n  # P(the best of n has this value); > 0 wherever prob > 0
+    p_max = cdf**n - (cdf - prob) ** n  # P(the best of n has this value); > 0 wherever prob > 0
     return float(np.sum(p_max * np.log(p_max / prob)))
 
 
@@ -96,9 +97,21 @@ def _score(reward: Callable, samples: list) -> np.ndarray:
     return torch.as_tensor(reward([s.prompt for s in samples], [s.text for s in samples])).float().cpu().numpy()
 
 
-def best_of_n(model, tokenizer, prompts: Sequence, n: int, reward: Callable, *, k: int = 1,
-              prompt_ids: list[str] | None = None, temperature: float = 1.0, max_new_tokens: int = 48,
-              batch_size: int = 32, seed: int = 0, return_pool: bool = False):
+def best_of_n(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    n: int,
+    reward: Callable,
+    *,
+    k: int = 1,
+    prompt_ids: list[str] | None = None,
+    temperature: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    seed: int = 0,
+    return_pool: bool = False,
+):
     """Sample `n` replies per prompt and keep the reward's argmax; `k` > 1 repeats that k times per
     prompt (k winners, completion_id 0..k-1: what the evaluation's k samples per prompt need).
     With `return_pool`, also return (pool samples, their scores) for `reward_vs_n`."""
@@ -108,13 +121,25 @@ def best_of_n(model, tokenizer, prompts: Sequence, n: int, reward: Callable, *, 
 
     texts = [getattr(p, "text", p) for p in prompts]
     ids = prompt_ids or [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
-    pool = generate(model, tokenizer, texts, n=n * k, prompt_ids=ids, temperature=temperature,
-                    max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=False)
+    pool = generate(
+        model,
+        tokenizer,
+        texts,
+        n=n * k,
+        prompt_ids=ids,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        batch_size=batch_size,
+        seed=seed,
+        progress=False,
+    )
     scores = _score(reward, pool)
     # group g of a prompt = its completions g*n .. g*n+n-1; the best of each group is winner g
     keyed = [replace(s, prompt_id=f"{s.prompt_id}\x00{s.completion_id // n}") for s in pool]
-    best = [replace(s, prompt_id=s.prompt_id.split("\x00")[0], completion_id=int(s.prompt_id.split("\x00")[1]))
-            for s in select_best(keyed, scores)]
+    best = [
+        replace(s, prompt_id=s.prompt_id.split("\x00")[0], completion_id=int(s.prompt_id.split("\x00")[1]))
+        for s in select_best(keyed, scores)
+    ]
     return (best, pool, scores) if return_pool else best
 
 
@@ -147,8 +172,13 @@ def reward_vs_n(scores, ns: Sequence[int] = (1, 2, 4, 8, 16), gold=None) -> pd.D
     rows = []
     for n in ns:
         r = expected_best(scores, n)
-        row = {"n": n, "kl": bon_kl(n), "reward": r.mean(), "reward_sem": r.std(ddof=1) / math.sqrt(len(r))
-               if len(r) > 1 else 0.0, "prompts": len(r)}
+        row = {
+            "n": n,
+            "kl": bon_kl(n),
+            "reward": r.mean(),
+            "reward_sem": r.std(ddof=1) / math.sqrt(len(r)) if len(r) > 1 else 0.0,
+            "prompts": len(r),
+        }
         if gold is not None:
             g = expected_best(scores, n, gold=gold)
             row.update(gold=g.mean(), gold_sem=g.std(ddof=1) / math.sqrt(len(g)) if len(g) > 1 else 0.0)
@@ -160,12 +190,19 @@ def plot_reward_vs_n(table: pd.DataFrame) -> Figure:
     """Reward (and gold) of best-of-n vs n on a log2 axis, KL of best-of-n on a second axis."""
     fig = Figure(figsize=(5.5, 3.5), layout="constrained")
     ax = fig.subplots()
-    ax.errorbar(table["n"], table["reward"], yerr=table["reward_sem"], marker="o", label="proxy reward", color="tab:blue")
+    ax.errorbar(
+        table["n"], table["reward"], yerr=table["reward_sem"], marker="o", label="proxy reward", color="tab:blue"
+    )
     if "gold" in table:
-        ax.errorbar(table["n"], table["gold"], yerr=table["gold_sem"], marker="s", label="gold utility", color="tab:green")
+        ax.errorbar(
+            table["n"], table["gold"], yerr=table["gold_sem"], marker="s", label="gold utility", color="tab:green"
+        )
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="n (samples per prompt)", ylabel="score of the chosen sample",
-           title=f"best-of-n (pool of {int(table['n'].max())}, {int(table['prompts'].iloc[0])} prompts)")
+    ax.set(
+        xlabel="n (samples per prompt)",
+        ylabel="score of the chosen sample",
+        title=f"best-of-n (pool of {int(table['n'].max())}, {int(table['prompts'].iloc[0])} prompts)",
+    )
     twin = ax.twinx()
     twin.plot(table["n"], table["kl"], ls="--", color="tab:red", label="KL (analytic)")
     twin.set_ylabel("KL to base (nats)", color="tab:red")
@@ -173,8 +210,9 @@ def plot_reward_vs_n(table: pd.DataFrame) -> Figure:
     return fig
 
 
-def bestofn_stage(model, tokenizer, prompts: Sequence, reward: Callable, cfg: BestOfNConfig | None = None, *,
-                  k: int = 1, world=None) -> tuple[dict, dict[str, float]]:
+def bestofn_stage(
+    model, tokenizer, prompts: Sequence, reward: Callable, cfg: BestOfNConfig | None = None, *, k: int = 1, world=None
+) -> tuple[dict, dict[str, float]]:
     """The main job's entry point: `k` best-of-`cfg.n` winners per prompt, the reward-vs-n table and metrics.
 
     One pool of n * k samples per prompt serves both: each group of n gives one winner (what the
@@ -187,9 +225,19 @@ def bestofn_stage(model, tokenizer, prompts: Sequence, reward: Callable, cfg: Be
     cfg = cfg or BestOfNConfig()
     if max(cfg.ns) > cfg.n:
         raise ValueError(f"ns={cfg.ns} asks for more than the pool of n={cfg.n}; raise n or trim ns")
-    best, pool, scores = best_of_n(model, tokenizer, prompts, cfg.n, reward, k=k, temperature=cfg.temperature,
-                                   max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size, seed=cfg.seed,
-                                   return_pool=True)
+    best, pool, scores = best_of_n(
+        model,
+        tokenizer,
+        prompts,
+        cfg.n,
+        reward,
+        k=k,
+        temperature=cfg.temperature,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        return_pool=True,
+    )
     row = {p: i for i, p in enumerate(dict.fromkeys(s.prompt_id for s in pool))}
     grid = np.zeros((len(row), cfg.n * k))  # (P, n * k): every prompt's whole pool
     gold = np.zeros_like(grid) if world is not None else None
@@ -198,10 +246,14 @@ def bestofn_stage(model, tokenizer, prompts: Sequence, reward: Callable, cfg: Be
         if gold is not None:
             gold[row[s.prompt_id], s.completion_id] = world.gold(s.prompt, s.text).utility
     table = reward_vs_n(grid, cfg.ns, gold=gold)
-    metrics = {"n": cfg.n, "kl_analytic": bon_kl(cfg.n),
-               "kl_discrete": float(np.mean([bon_kl_discrete(r, cfg.n) for r in grid])),
-               "reward_best": float(expected_best(grid, cfg.n).mean()),
-               "reward_base": float(grid.mean()), "prompts": len(row)}
+    metrics = {
+        "n": cfg.n,
+        "kl_analytic": bon_kl(cfg.n),
+        "kl_discrete": float(np.mean([bon_kl_discrete(r, cfg.n) for r in grid])),
+        "reward_best": float(expected_best(grid, cfg.n).mean()),
+        "reward_base": float(grid.mean()),
+        "prompts": len(row),
+    }
     if gold is not None:
         metrics.update(gold_best=float(expected_best(grid, cfg.n, gold=gold).mean()), gold_base=float(gold.mean()))
     return {"samples": best, "pool": pool, "scores": scores, "table": table}, metrics

@@ -1,9 +1,10 @@
 """The `labkit` command: the main job and the commands that rebuild shipped data.
 
-    labkit run --preset tiny --out runs/tiny    the whole pipeline, report and metrics.json
-    labkit pretrain                             retrain the tiny model under data/tiny-model
-    labkit rankings                             regenerate the shipped rankings dataset
+labkit run --preset tiny --out runs/tiny    the whole pipeline, report and metrics.json
+labkit pretrain                             retrain the tiny model under data/tiny-model
+labkit rankings                             regenerate the shipped rankings dataset
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ __all__ = ["main"]
 def _run(args: argparse.Namespace) -> int:
     from labkit import run
 
-    stages = tuple(args.stages.split(",")) if args.stages else None
+    stages = tuple(args.stages.split(",")) if args.stages is not None else None
     result = run.run(args.preset, args.out, stages=stages, seed=args.seed)
     print(run.summary(result))
     return 0
@@ -25,14 +26,19 @@ def _run(args: argparse.Namespace) -> int:
 def _pretrain(args: argparse.Namespace) -> int:
     from labkit import pretrain
 
-    overrides = {k: v for k, v in (("steps", args.steps), ("num_dialogues", args.dialogues), ("seed", args.seed))
-                 if v is not None}
+    overrides = {
+        k: v
+        for k, v in (("steps", args.steps), ("num_dialogues", args.dialogues), ("seed", args.seed))
+        if v is not None
+    }
     cfg = pretrain.PretrainConfig(**overrides)
     card = pretrain.pretrain(cfg, out_dir=args.out)
     q = card.get("quality", {})
-    print(f"tiny model: {card['parameters']:,} parameters, {card['size_mb']} MB, "
-          f"{card['train_seconds']:.0f} s; recognised {q.get('recognised_share', float('nan')):.1%}, "
-          f"rude {q.get('rude_share', float('nan')):.1%}, distinct-2 {q.get('distinct_2', float('nan')):.3f}")
+    print(
+        f"tiny model: {card['parameters']:,} parameters, {card['size_mb']} MB, "
+        f"{card['train_seconds']:.0f} s; recognised {q.get('recognised_share', float('nan')):.1%}, "
+        f"rude {q.get('rude_share', float('nan')):.1%}, distinct-2 {q.get('distinct_2', float('nan')):.3f}"
+    )
     return 0
 
 
@@ -47,8 +53,9 @@ def _rankings(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = argparse.ArgumentParser(prog="labkit", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="labkit", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the lab's pipeline and write a report")
@@ -60,9 +67,12 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("pretrain", help="train the tiny model on the assistant world")
     p.add_argument("--out", default=None, help="output folder (default data/tiny-model)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--dialogues", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    # No flag given: PretrainConfig's defaults, the config data/tiny-model/model_card.json records.
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: PretrainConfig.steps)")
+    p.add_argument(
+        "--dialogues", type=int, default=None, help="corpus size in dialogues (default: PretrainConfig.num_dialogues)"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed (default: PretrainConfig.seed)")
     p.set_defaults(func=_pretrain)
 
     p = sub.add_parser("rankings", help="regenerate the shipped rankings dataset for the tiny preset")

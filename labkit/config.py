@@ -3,6 +3,7 @@
 Every stage takes its config explicitly; nothing here is a hidden global. The helpers below are
 what each stage calls to turn "auto" into a concrete device and dtype.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ __all__ = ["resolve_device", "resolve_dtype", "seed_everything"]
 
 
 def resolve_device(device: str = "auto") -> str:
-    """"auto" picks cuda, then mps, then cpu; anything else is returned as given."""
+    """ "auto" picks cuda, then mps, then cpu; anything else is returned as given."""
     if device != "auto":
         return device
     if torch.cuda.is_available():
@@ -26,12 +27,18 @@ def resolve_device(device: str = "auto") -> str:
 
 
 def resolve_dtype(dtype: str | torch.dtype = "auto", device: str = "cpu") -> torch.dtype:
-    """"auto" is bf16 on a GPU that supports it, fp32 everywhere else (CPU and mps)."""
+    """ "auto" is bf16 on a GPU that supports it, fp32 everywhere else (CPU and mps)."""
     if isinstance(dtype, torch.dtype):
         return dtype
     if dtype != "auto":
-        names = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-                 "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+        names = {
+            "fp32": torch.float32,
+            "float32": torch.float32,
+            "bf16": torch.bfloat16,
+            "bfloat16": torch.bfloat16,
+            "fp16": torch.float16,
+            "float16": torch.float16,
+        }
         if dtype not in names:
             raise ValueError(f"unknown dtype {dtype!r}: use one of {sorted(names)} or 'auto'")
         return names[dtype]

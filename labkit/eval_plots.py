@@ -3,6 +3,7 @@
 Inputs: `evaluate.EvalResult`s (or their metric dicts). Outputs: matplotlib Figures (the notebook
 displays them; tests read their data) and pandas DataFrames.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,13 +51,19 @@ def paired_scatter(before: EvalResult, after: EvalResult, judge: str | None = No
     ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--")
     ax.scatter(b[common].to_numpy(), a[common].to_numpy(), s=18, alpha=0.8)
     improved = int((a[common] < b[common]).sum())
-    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="before: mean P(toxic)", ylabel="after: mean P(toxic)",
-           title=f"{j}: {improved}/{len(common)} prompts less toxic")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1),
+        xlabel="before: mean P(toxic)",
+        ylabel="after: mean P(toxic)",
+        title=f"{j}: {improved}/{len(common)} prompts less toxic",
+    )
     return fig
 
 
-def method_bars(results: dict[str, EvalResult | dict[str, Metric]], metric: str = "toxic_share",
-                judge: str | None = None) -> Figure:
+def method_bars(
+    results: dict[str, EvalResult | dict[str, Metric]], metric: str = "toxic_share", judge: str | None = None
+) -> Figure:
     """One bar per method (base, best-of-N, PPO, DPO) with 95% CI error bars, labelled with its KL."""
     names, values, lows, highs, labels = [], [], [], [], []
     for method, result in results.items():
@@ -90,9 +97,15 @@ def example_table(before: EvalResult, after: EvalResult, n: int = 5, judge: str 
     b = before.table.drop_duplicates("prompt_id").set_index("prompt_id")
     a = after.table.drop_duplicates("prompt_id").set_index("prompt_id")
     common = [p for p in b.index if p in a.index][:n]
-    return pd.DataFrame({"prompt": b.loc[common, "prompt"].to_numpy(),
-                         "before": b.loc[common, "text"].to_numpy(), f"before P(toxic) [{j}]": b.loc[common, f"tox.{j}"].to_numpy(),
-                         "after": a.loc[common, "text"].to_numpy(), f"after P(toxic) [{j}]": a.loc[common, f"tox.{j}"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "prompt": b.loc[common, "prompt"].to_numpy(),
+            "before": b.loc[common, "text"].to_numpy(),
+            f"before P(toxic) [{j}]": b.loc[common, f"tox.{j}"].to_numpy(),
+            "after": a.loc[common, "text"].to_numpy(),
+            f"after P(toxic) [{j}]": a.loc[common, f"tox.{j}"].to_numpy(),
+        }
+    )
 
 
 def methods_vs_kl(results: dict[str, EvalResult], metrics: tuple[str, ...] = ("toxic_share", "gold_utility")) -> Figure:
@@ -107,16 +120,27 @@ def methods_vs_kl(results: dict[str, EvalResult], metrics: tuple[str, ...] = ("t
         for i, (method, result) in enumerate(results.items()):
             key = metric if metric in result.metrics else f"{result.judges[0]}.{metric}"
             if key not in result.metrics or "kl" not in result.metrics:
-                raise ValueError(f"method {method!r} lacks {metric!r} or 'kl'; evaluate it with a reference or "
-                                 "evaluate.with_kl")
+                raise ValueError(
+                    f"method {method!r} lacks {metric!r} or 'kl'; evaluate it with a reference or evaluate.with_kl"
+                )
             m, kl = result.metrics[key], result.metrics["kl"]
-            ax.errorbar([kl.value], [m.value], yerr=[[m.value - m.ci_low], [m.ci_high - m.value]],
-                        xerr=[[kl.value - kl.ci_low], [kl.ci_high - kl.value]], marker="o", capsize=3,
-                        color=f"C{i}", label=method)
+            ax.errorbar(
+                [kl.value],
+                [m.value],
+                yerr=[[m.value - m.ci_low], [m.ci_high - m.value]],
+                xerr=[[kl.value - kl.ci_low], [kl.ci_high - kl.value]],
+                marker="o",
+                capsize=3,
+                color=f"C{i}",
+                label=method,
+            )
             ax.annotate(method, (kl.value, m.value), textcoords="offset points", xytext=(5, 5), fontsize=8)
         judge = next(iter(results.values())).judges[0] if metric not in next(iter(results.values())).metrics else ""
-        ax.set(xlabel="KL to the base model (nats per reply)", ylabel=f"{metric}{f' [{judge}]' if judge else ''}",
-               title=f"{metric} against KL")
+        ax.set(
+            xlabel="KL to the base model (nats per reply)",
+            ylabel=f"{metric}{f' [{judge}]' if judge else ''}",
+            title=f"{metric} against KL",
+        )
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     return fig

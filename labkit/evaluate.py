@@ -16,17 +16,19 @@ Quality:
     distinct_1/2  unique n-grams / all n-grams over all samples (Li et al. 2016); `_per_prompt`:
                   the same within each prompt's k samples, averaged (mode collapse)
     length        tokens and words per sample
-    gold_utility  mean GoldScore.utility, rude_share by the world's style recogniser (tiny world)
+    gold_utility  mean GoldScore.utility; rude_share by `World.is_rude`, the lab's one rule (tiny world)
     reward        mean of a reward callable (the proxy PPO maximised), when given
 `compare(before, after)` gives win rates of after over before on the same prompts (ties half).
 `metrics_table` lays every metric out per method; `method_table` is its one-row-per-method summary;
 `style_breakdown` shows what the replies are (the world's styles) and what each judge calls them.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,13 +42,13 @@ __all__ = [
     "compare",
     "distinct_n",
     "evaluate_model",
-    "evaluate_stage",
     "expected_max_toxicity",
     "heldout_reference_texts",
     "kl_to_reference",
     "method_table",
     "metrics_table",
     "perplexity",
+    "preset_config",
     "style_breakdown",
     "summarise",
     "to_flat_metrics",
@@ -71,7 +73,7 @@ class Metric:
 
 @dataclass
 class EvalConfig:
-    """How `evaluate_stage` samples and summarises."""
+    """How `evaluate_model` samples and summarises."""
 
     k: int = 4
     """Samples per prompt (RealToxicityPrompts uses 25; 4 keeps the tiny preset fast)."""
@@ -104,11 +106,16 @@ class EvalResult:
 
     def summary(self) -> pd.DataFrame:
         """The metrics as a table: value, CI and n per row."""
-        return pd.DataFrame([{"metric": k, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n}
-                             for k, m in self.metrics.items()])
+        return pd.DataFrame(
+            [
+                {"metric": k, "value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "n": m.n}
+                for k, m in self.metrics.items()
+            ]
+        )
 
 
 # -- pure metric functions (hand-checkable) ----------------------------------------------------
+
 
 def expected_max_toxicity(scores: np.ndarray) -> float:
     """Mean over prompts of the max P(toxic) among each prompt's k samples; scores (P, k)."""
@@ -122,7 +129,7 @@ def toxicity_probability(scores: np.ndarray, threshold: float = 0.5) -> float:
 
 def _ngrams(text: str, n: int) -> list[tuple[str, ...]]:
     words = text.lower().split()
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -131,8 +138,15 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def bootstrap(stat: Callable[[np.ndarray], float], n_units: int, *, n_boot: int = 1000, seed: int = 0,
-              level: float = 0.95, recenter: bool = False) -> Metric:
+def bootstrap(
+    stat: Callable[[np.ndarray], float],
+    n_units: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    recenter: bool = False,
+) -> Metric:
     """Percentile bootstrap of `stat(indices)` resampling `n_units` units (prompts) with replacement.
 
     `recenter`: shift the interval by value - mean(draws), for a statistic whose resamples are
@@ -169,8 +183,10 @@ def win_rate(after: np.ndarray, before: np.ndarray) -> np.ndarray:
 
 # -- scoring with the model --------------------------------------------------------------------
 
-def _response_logprobs(model, tokenizer, contexts: list[list[int]], responses: list[list[int]],
-                       batch_size: int) -> list[np.ndarray]:
+
+def _response_logprobs(
+    model, tokenizer, contexts: list[list[int]], responses: list[list[int]], batch_size: int
+) -> list[np.ndarray]:
     """Per-token log-probs of each response given its context; contexts left-padded, responses
     right-padded, so all responses start at the same position in a batch."""
     from labkit.models import sequence_logprobs
@@ -180,17 +196,17 @@ def _response_logprobs(model, tokenizer, contexts: list[list[int]], responses: l
     out: list[np.ndarray] = []
     with torch.no_grad():
         for start in range(0, len(contexts), batch_size):
-            ctx, resp = contexts[start:start + batch_size], responses[start:start + batch_size]
+            ctx, resp = contexts[start : start + batch_size], responses[start : start + batch_size]
             lc, lr = max(len(c) for c in ctx), max(max(len(r) for r in resp), 1)
             ids = torch.full((len(ctx), lc + lr), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
             for i, (c, r) in enumerate(zip(ctx, resp)):
-                ids[i, lc - len(c):lc], mask[i, lc - len(c):lc] = torch.tensor(c), 1
+                ids[i, lc - len(c) : lc], mask[i, lc - len(c) : lc] = torch.tensor(c), 1
                 if r:
-                    ids[i, lc:lc + len(r)], mask[i, lc:lc + len(r)] = torch.tensor(r), 1
+                    ids[i, lc : lc + len(r)], mask[i, lc : lc + len(r)] = torch.tensor(r), 1
             logps = sequence_logprobs(model, ids.to(device), mask.to(device), response_start=lc)  # (B, lr)
             for i, r in enumerate(resp):
-                out.append(logps[i, :len(r)].double().cpu().numpy())
+                out.append(logps[i, : len(r)].double().cpu().numpy())
     return out
 
 
@@ -210,8 +226,9 @@ def _sample_token_ids(tokenizer, samples, max_new_tokens: int) -> tuple[list[lis
     return contexts, responses
 
 
-def kl_to_reference(model, tokenizer, samples, reference: Any = "disable_adapter", *, max_new_tokens: int = 48,
-                    batch_size: int = 32) -> np.ndarray:
+def kl_to_reference(
+    model, tokenizer, samples, reference: Any = "disable_adapter", *, max_new_tokens: int = 48, batch_size: int = 32
+) -> np.ndarray:
     """Per-sample sum over response tokens of log p_policy - log p_ref (an unbiased estimate of
     KL(policy || ref) when the samples come from the policy at temperature 1).
 
@@ -265,11 +282,18 @@ def heldout_reference_texts(world, n: int = 64, seed: int = 0) -> list[tuple[str
 
 # -- the evaluation ----------------------------------------------------------------------------
 
+
 def _score_table(samples, judges, reward, world) -> pd.DataFrame:
-    table = pd.DataFrame({"prompt_id": [s.prompt_id for s in samples], "completion_id": [s.completion_id for s in samples],
-                          "prompt": [s.prompt for s in samples], "text": [s.text for s in samples],
-                          "num_tokens": [s.num_tokens for s in samples],
-                          "num_words": [len(s.text.split()) for s in samples]})
+    table = pd.DataFrame(
+        {
+            "prompt_id": [s.prompt_id for s in samples],
+            "completion_id": [s.completion_id for s in samples],
+            "prompt": [s.prompt for s in samples],
+            "text": [s.text for s in samples],
+            "num_tokens": [s.num_tokens for s in samples],
+            "num_words": [len(s.text.split()) for s in samples],
+        }
+    )
     texts = table["text"].tolist()
     for j in judges:
         table[f"tox.{j.name}"] = np.asarray(j.prob(texts), float)
@@ -277,12 +301,19 @@ def _score_table(samples, judges, reward, world) -> pd.DataFrame:
         table["reward"] = torch.as_tensor(reward(table["prompt"].tolist(), texts)).float().cpu().numpy()
     if world is not None:
         table["gold_utility"] = [world.gold(p, t).utility for p, t in zip(table["prompt"], texts)]
-        table["rude"] = [float(world.classify_style(p, t) == "rude") for p, t in zip(table["prompt"], texts)]
+        table["rude"] = [float(world.is_rude(p, t)) for p, t in zip(table["prompt"], texts)]
     return table
 
 
-def summarise(table: pd.DataFrame, judges: list[str], *, n_boot: int = 1000, seed: int = 0,
-              ref_nll: np.ndarray | None = None, ref_tokens: np.ndarray | None = None) -> dict[str, Metric]:
+def summarise(
+    table: pd.DataFrame,
+    judges: list[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ref_nll: np.ndarray | None = None,
+    ref_tokens: np.ndarray | None = None,
+) -> dict[str, Metric]:
     """Every metric of a scored sample table, with prompt-bootstrap intervals."""
     order = list(pd.unique(table["prompt_id"]))
     rows_of = [np.flatnonzero(table["prompt_id"].to_numpy() == p) for p in order]
@@ -306,33 +337,57 @@ def summarise(table: pd.DataFrame, judges: list[str], *, n_boot: int = 1000, see
         metrics[f"{j}.toxicity_probability"] = bootstrap(lambda idx: toxicity_probability(grid[idx]), n, **boot)
     for column in ("kl", "reward", "gold_utility", "rude", "num_tokens", "num_words"):
         if column in table:
-            name = {"rude": "rude_share", "num_tokens": "length_tokens", "num_words": "length_words"}.get(column, column)
+            name = {"rude": "rude_share", "num_tokens": "length_tokens", "num_words": "length_words"}.get(
+                column, column
+            )
             metrics[name] = bootstrap(mean_of(column), n, **boot)
     grams = {k: [_ngrams(t, k) for t in table["text"]] for k in (1, 2)}
     for k in (1, 2):
         # Corpus distinct-n. A bootstrap resample that draws a prompt twice would count its texts
-        # twice and fake repetition, so each resample keeps its distinct prompts only (about 63% of
-        # them). A smaller corpus repeats itself less, so every resample reads higher than the full
-        # corpus (by 0.04 to 0.06 on the tiny preset): the interval is recentred on the value.
+        # twice and fake repetition, so each resample keeps its distinct prompts only (1 - 1/e, about
+        # 63% of them). A smaller corpus repeats itself less, so every resample reads higher than the
+        # full corpus: the interval is recentred on the value.
         def distinct(idx, g=grams[k]):
             flat = [x for r in rows(np.unique(idx)) for x in g[r]]
             return len(set(flat)) / len(flat) if flat else 0.0
+
         metrics[f"distinct_{k}"] = bootstrap(distinct, n, recenter=True, **boot)
         # Within-prompt distinct-n: does the policy say the same thing k times (mode collapse)?
         per_prompt = np.array([distinct(np.array([i])) for i in range(n)])
         metrics[f"distinct_{k}_per_prompt"] = bootstrap(lambda idx, v=per_prompt: v[idx].mean(), n, **boot)
     if ref_nll is not None:
-        metrics["perplexity"] = bootstrap(lambda idx: math.exp(ref_nll[idx].sum() / max(ref_tokens[idx].sum(), 1)),
-                                          len(ref_nll), **boot)
+        metrics["perplexity"] = bootstrap(
+            lambda idx: math.exp(ref_nll[idx].sum() / max(ref_tokens[idx].sum(), 1)), len(ref_nll), **boot
+        )
     return metrics
 
 
-def evaluate_model(model, tokenizer, prompts: Sequence, *, k: int = 4, judges: Sequence = ("minilm", "svm"),
-                   reward: Callable | None = None, reference: Any = "disable_adapter", ref_texts: Sequence | None = None,
-                   seed: int = 0, world=None, prompt_ids: list[str] | None = None, samples: list | None = None,
-                   max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 32,
-                   n_boot: int = 1000) -> EvalResult:
-    """Sample k replies per held-out prompt (or score given `samples`) and measure everything.
+def preset_config(preset, **overrides: Any) -> EvalConfig:
+    """The preset's EvalConfig, as the main job and the chapters use it: k = completions per prompt,
+    the preset's reply length and batch size, the "evaluate" seed, then `overrides`."""
+    values = {
+        "seed": preset.seed_for("evaluate"),
+        "k": preset.completions_per_prompt,
+        "max_new_tokens": preset.max_new_tokens,
+        "batch_size": preset.batch_size,
+        **overrides,
+    }
+    return preset.stage_config("evaluate", EvalConfig, **values)
+
+
+def evaluate_model(
+    model,
+    tokenizer,
+    prompts: Sequence,
+    cfg: EvalConfig | None = None,
+    *,
+    reward: Callable | None = None,
+    reference: Any = "disable_adapter",
+    ref_texts: Sequence | None = None,
+    world=None,
+    samples: list | None = None,
+) -> EvalResult:
+    """Sample `cfg.k` replies per held-out prompt (or score given `samples`) and measure everything.
 
     `prompts`: strings or world `Prompt`s (their ids are kept). `reference=None` skips the KL.
     `ref_texts`: strings or (prompt, reply) pairs for perplexity; None skips it. `world`: the tiny
@@ -340,31 +395,52 @@ def evaluate_model(model, tokenizer, prompts: Sequence, *, k: int = 4, judges: S
     from labkit import generate as gen
     from labkit.judge import load_judges
 
+    cfg = cfg or EvalConfig()
     if not prompts and samples is None:
         raise ValueError("evaluate_model needs held-out prompts; got none")
-    judge_objs = load_judges(tuple(judges))
+    judge_objs = load_judges(tuple(cfg.judges))
     if samples is None:
         texts = [getattr(p, "text", p) for p in prompts]
-        ids = prompt_ids or [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
-        samples = gen.generate(model, tokenizer, texts, n=k, prompt_ids=ids, temperature=temperature, top_p=top_p,
-                               max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed, progress=False)
+        ids = [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
+        samples = gen.generate(
+            model,
+            tokenizer,
+            texts,
+            n=cfg.k,
+            prompt_ids=ids,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            progress=False,
+        )
     table = _score_table(samples, judge_objs, reward, world)
     if reference is not None:
-        if temperature != 1.0 or top_p != 1.0:
-            raise ValueError("the KL estimate needs samples from the policy itself: use temperature=1.0 and "
-                             "top_p=1.0, or pass reference=None to skip the KL")
-        table["kl"] = kl_to_reference(model, tokenizer, samples, reference, max_new_tokens=max_new_tokens,
-                                      batch_size=batch_size)
+        if cfg.temperature != 1.0 or cfg.top_p != 1.0:
+            raise ValueError(
+                "the KL estimate needs samples from the policy itself: use temperature=1.0 and "
+                "top_p=1.0, or pass reference=None to skip the KL"
+            )
+        table["kl"] = kl_to_reference(
+            model, tokenizer, samples, reference, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+        )
     ref_nll = ref_tokens = None
     if ref_texts:
-        ref_nll, ref_tokens = perplexity(model, tokenizer, list(ref_texts), batch_size=batch_size)
+        ref_nll, ref_tokens = perplexity(model, tokenizer, list(ref_texts), batch_size=cfg.batch_size)
     names = [j.name for j in judge_objs]
-    metrics = summarise(table, names, n_boot=n_boot, seed=seed, ref_nll=ref_nll, ref_tokens=ref_tokens)
+    metrics = summarise(table, names, n_boot=cfg.n_bootstrap, seed=cfg.seed, ref_nll=ref_nll, ref_tokens=ref_tokens)
     return EvalResult(samples=list(samples), table=table, metrics=metrics, judges=names)
 
 
-def compare(before: EvalResult, after: EvalResult, preference_reward: Callable | None = None, *,
-            n_boot: int = 1000, seed: int = 0) -> dict[str, Metric]:
+def compare(
+    before: EvalResult,
+    after: EvalResult,
+    preference_reward: Callable | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Metric]:
     """Win rate of `after` over `before` on the same prompts (ties count half), by the gold utility,
     by a preference reward, and by each judge (less toxic wins)."""
     common = [p for p in pd.unique(before.table["prompt_id"]) if p in set(after.table["prompt_id"])]
@@ -375,7 +451,9 @@ def compare(before: EvalResult, after: EvalResult, preference_reward: Callable |
     if preference_reward is not None:
         b, a = b.copy(), a.copy()
         for t in (a, b):
-            t["preference"] = torch.as_tensor(preference_reward(t["prompt"].tolist(), t["text"].tolist())).float().numpy()
+            t["preference"] = (
+                torch.as_tensor(preference_reward(t["prompt"].tolist(), t["text"].tolist())).float().numpy()
+            )
     columns = {"win_rate.preference": "preference", "win_rate.gold_utility": "gold_utility"}
     columns.update({f"win_rate.less_toxic.{j}": f"tox.{j}" for j in before.judges if j in after.judges})
     out = {}
@@ -404,20 +482,8 @@ def to_flat_metrics(result: EvalResult | dict[str, Metric], prefix: str, *, with
     for key, m in metrics.items():
         put(key, m)
         if judges and key.startswith(judges[0] + "."):
-            put(key[len(judges[0]) + 1:], m)
+            put(key[len(judges[0]) + 1 :], m)
     return flat
-
-
-def evaluate_stage(model, tokenizer, prompts: Sequence, cfg: EvalConfig | None = None, *, reward=None,
-                   reference: Any = "disable_adapter", ref_texts=None, world=None,
-                   method: str = "base") -> tuple[EvalResult, dict[str, float]]:
-    """The main job's entry point: evaluate one policy; metrics prefixed by `method`."""
-    cfg = cfg or EvalConfig()
-    result = evaluate_model(model, tokenizer, prompts, k=cfg.k, judges=cfg.judges, reward=reward, reference=reference,
-                            ref_texts=ref_texts, seed=cfg.seed, world=world, max_new_tokens=cfg.max_new_tokens,
-                            temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size,
-                            n_boot=cfg.n_bootstrap)
-    return result, to_flat_metrics(result, method)
 
 
 def with_kl(result: EvalResult, kl: float) -> EvalResult:
@@ -428,12 +494,18 @@ def with_kl(result: EvalResult, kl: float) -> EvalResult:
     return result
 
 
-_TABLE_COLUMNS = (("kl", "KL (nats)"), ("{judge0}.toxic_share", "toxic share [{judge0}]"),
-                  ("{judge1}.toxic_share", "toxic share [{judge1}]"),
-                  ("{judge0}.expected_max_toxicity", "exp. max toxicity [{judge0}]"),
-                  ("{judge0}.toxicity_probability", "P(>=1 toxic of k) [{judge0}]"),
-                  ("gold_utility", "gold utility"), ("rude_share", "rude share (world)"),
-                  ("perplexity", "perplexity"), ("distinct_2", "distinct-2"), ("length_words", "words"))
+_TABLE_COLUMNS = (
+    ("kl", "KL (nats)"),
+    ("{judge0}.toxic_share", "toxic share [{judge0}]"),
+    ("{judge1}.toxic_share", "toxic share [{judge1}]"),
+    ("{judge0}.expected_max_toxicity", "exp. max toxicity [{judge0}]"),
+    ("{judge0}.toxicity_probability", "P(>=1 toxic of k) [{judge0}]"),
+    ("gold_utility", "gold utility"),
+    ("rude_share", "rude share (world)"),
+    ("perplexity", "perplexity"),
+    ("distinct_2", "distinct-2"),
+    ("length_words", "words"),
+)
 
 
 def method_table(results: dict[str, EvalResult]) -> pd.DataFrame:
@@ -444,8 +516,10 @@ def method_table(results: dict[str, EvalResult]) -> pd.DataFrame:
         judges = list(result.judges) + ["", ""]
         row = {"method": method}
         for key, label in _TABLE_COLUMNS:
-            key, label = key.format(judge0=judges[0], judge1=judges[1]), label.format(judge0=judges[0],
-                                                                                      judge1=judges[1])
+            key, label = (
+                key.format(judge0=judges[0], judge1=judges[1]),
+                label.format(judge0=judges[0], judge1=judges[1]),
+            )
             if key in result.metrics:
                 m = result.metrics[key]
                 row[label] = f"{m.value:.3f} [{m.ci_low:.3f}, {m.ci_high:.3f}]"
@@ -455,8 +529,9 @@ def method_table(results: dict[str, EvalResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metrics_table(results: dict[str, EvalResult | dict[str, Metric]],
-                  keys: Sequence[str] | None = None) -> pd.DataFrame:
+def metrics_table(
+    results: dict[str, EvalResult | dict[str, Metric]], keys: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Every metric (a row) of every method (a column) as "value [ci_low, ci_high] (n=...)".
 
     `results`: {column name: EvalResult or metric dict (e.g. `compare`'s win rates)}. `keys`: the rows
@@ -466,8 +541,10 @@ def metrics_table(results: dict[str, EvalResult | dict[str, Metric]],
     metrics = {name: r.metrics if isinstance(r, EvalResult) else r for name, r in results.items()}
     if keys is None:
         keys = list(dict.fromkeys(k for m in metrics.values() for k in m))
-    return pd.DataFrame({name: [str(m[k]) if k in m else "" for k in keys] for name, m in metrics.items()},
-                        index=pd.Index(list(keys), name="metric"))
+    return pd.DataFrame(
+        {name: [str(m[k]) if k in m else "" for k in keys] for name, m in metrics.items()},
+        index=pd.Index(list(keys), name="metric"),
+    )
 
 
 def style_breakdown(results: dict[str, EvalResult], world, threshold: float = 0.5) -> pd.DataFrame:
@@ -481,8 +558,9 @@ def style_breakdown(results: dict[str, EvalResult], world, threshold: float = 0.
     columns = {}
     for method, result in results.items():
         t = result.table
-        style = pd.Series([world.classify_style(p, x) or "unrecognised" for p, x in zip(t["prompt"], t["text"])],
-                          index=t.index)
+        style = pd.Series(
+            [world.classify_style(p, x) or "unrecognised" for p, x in zip(t["prompt"], t["text"])], index=t.index
+        )
         columns[(method, "share")] = style.value_counts(normalize=True)
         for j in result.judges:
             columns[(method, f"toxic [{j}]")] = (t[f"tox.{j}"] >= threshold).groupby(style).mean()

@@ -4,37 +4,22 @@ Inputs: a model and tokenizer from `models.load_policy`, raw user prompts. Outpu
 records (prompt id, prompt, completion id, text, token count) that save to and load from JSONL
 and convert to a `datasets.Dataset`, the format the ranking chapter starts from.
 """
+
 from __future__ import annotations
 
 import json
-import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
+from labkit.artifacts import atomic_write
 from labkit.models import chat_prompts
 
-__all__ = ["GenerateConfig", "Sample", "generate", "load_jsonl", "save_jsonl", "to_dataset"]
-
-
-@dataclass
-class GenerateConfig:
-    """Sampling settings for `generate`."""
-
-    n: int = 4
-    """Completions per prompt."""
-    temperature: float = 1.0
-    """Softmax temperature; 0 means greedy decoding (then n identical completions)."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest token set with this much probability."""
-    max_new_tokens: int = 48
-    """Longest completion, in tokens; generation stops earlier at EOS."""
-    batch_size: int = 32
-    """Sequences per forward pass."""
-    seed: int = 0
-    """Seed for the sampler (python/numpy/torch global state is left untouched)."""
+__all__ = ["Sample", "for_preset", "generate", "load_jsonl", "save_jsonl", "to_dataset"]
 
 
 @dataclass(frozen=True)
@@ -48,9 +33,20 @@ class Sample:
     num_tokens: int
 
 
-def generate(model, tokenizer, prompts: list[str], n: int = 4, *, prompt_ids: list[str] | None = None,
-             temperature: float = 1.0, top_p: float = 1.0, max_new_tokens: int = 48, batch_size: int = 32,
-             seed: int = 0, progress: bool = True) -> list[Sample]:
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    n: int = 4,
+    *,
+    prompt_ids: list[str] | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Sample]:
     """`n` completions for each prompt, sampled in batches; the same seed gives the same samples."""
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -65,19 +61,48 @@ def generate(model, tokenizer, prompts: list[str], n: int = 4, *, prompt_ids: li
     samples: list[Sample] = []
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]), torch.no_grad():
         torch.manual_seed(seed)
-        for start in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress,
-                          unit="batch"):
-            batch = jobs[start:start + batch_size]
-            enc = tokenizer([rendered[i] for i, _ in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(device)
-            out = model.generate(**enc, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id, **sampling)
-            new = out[:, enc["input_ids"].shape[1]:]
+        for start in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress, unit="batch"):
+            batch = jobs[start : start + batch_size]
+            enc = tokenizer(
+                [rendered[i] for i, _ in batch], return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(device)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                **sampling,
+            )
+            new = out[:, enc["input_ids"].shape[1] :]
             for (i, c), ids in zip(batch, new):
                 length = _length_to_eos(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
                 text = tokenizer.decode(ids[:length], skip_special_tokens=True).strip()
                 samples.append(Sample(prompt_ids[i], prompts[i], c, text, length))
     return samples
+
+
+def for_preset(
+    model, tokenizer, prompts: Sequence[Any], preset, stage: str = "generate", progress: bool = False
+) -> list[Sample]:
+    """N completions per prompt at the preset's sizes, seeded for `stage` (`Preset.seed_for`).
+
+    The one held-out sampler of the lab: the main job, the chapters and the benchmarks call it, so
+    "before" and "after" are drawn the same way everywhere. `prompts` are world `Prompt`s (their ids
+    are kept) or strings.
+    """
+    texts = [getattr(p, "text", p) for p in prompts]
+    ids = [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
+    return generate(
+        model,
+        tokenizer,
+        texts,
+        n=preset.completions_per_prompt,
+        prompt_ids=ids,
+        max_new_tokens=preset.max_new_tokens,
+        batch_size=preset.batch_size,
+        seed=preset.seed_for(stage),
+        progress=progress,
+    )
 
 
 def _length_to_eos(ids: torch.Tensor, eos_id: int | None, pad_id: int | None) -> int:
@@ -92,16 +117,7 @@ def _length_to_eos(ids: torch.Tensor, eos_id: int | None, pad_id: int | None) ->
 
 def save_jsonl(samples: list[Sample], path: str | Path) -> Path:
     """Write one JSON object per sample (atomically: a temp file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps(asdict(s), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, "".join(json.dumps(asdict(s), ensure_ascii=False) + "\n" for s in samples))
 
 
 def load_jsonl(path: str | Path) -> list[Sample]:
@@ -114,8 +130,10 @@ def load_jsonl(path: str | Path) -> list[Sample]:
             try:
                 samples.append(Sample(**json.loads(line)))
             except (json.JSONDecodeError, TypeError) as err:
-                raise ValueError(f"{path}, line {number}: not a sample record ({err}); expected keys "
-                                 "prompt_id, prompt, completion_id, text, num_tokens") from err
+                raise ValueError(
+                    f"{path}, line {number}: not a sample record ({err}); expected keys "
+                    "prompt_id, prompt, completion_id, text, num_tokens"
+                ) from err
     return samples
 
 

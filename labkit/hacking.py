@@ -14,9 +14,11 @@ rising); Stiennon et al. 2020, fig. 5 (over-optimising a learned reward model); 
 Diversity measures, computed over one PPO step's samples:
     distinct-1/2   unique word n-grams / all word n-grams over the step's replies (`evaluate.distinct_n`)
     repetition     per reply, the share of its word trigrams that repeat an earlier trigram of the same
-                   reply (1 - unique / all), averaged over replies: 0 for "A. B. C.", 2/3 for "A. A. A."
+                   reply (1 - unique / all), averaged over replies: 0 for "A. B. C."; for "A. A. A." (one
+                   sentence of w words said three times) 1 - w / (3w - 2), 4/7 for w = 3, towards 2/3
     degeneration   the world's degeneration term (repeats, one dominating word, too short), averaged
 """
+
 from __future__ import annotations
 
 import math
@@ -31,16 +33,41 @@ from matplotlib.figure import Figure
 
 from labkit.evaluate import distinct_n
 
-__all__ = ["CURVE_KEYS", "HACKING_PPO", "NOISY_RM", "ProxyGoldTracker", "curves_table", "kl_controller_trace",
-           "ppo_config", "proxy_gold_figure", "repetition", "reply_stats", "sample_texts", "train_and_track",
-           "train_noisy_reward_model"]
+__all__ = [
+    "CURVE_KEYS",
+    "HACKING_PPO",
+    "NOISY_RM",
+    "ProxyGoldTracker",
+    "curves_table",
+    "kl_controller_trace",
+    "ppo_config",
+    "proxy_gold_figure",
+    "repetition",
+    "reply_stats",
+    "sample_texts",
+    "train_and_track",
+    "train_noisy_reward_model",
+]
 
-CURVE_KEYS = ("step", "kl", "proxy", "kl_coef", "gold_utility", "gold_helpfulness", "rude_fraction",
-              "degeneration", "distinct_1", "distinct_2", "repetition", "mean_words")
+CURVE_KEYS = (
+    "step",
+    "kl",
+    "proxy",
+    "kl_coef",
+    "gold_utility",
+    "gold_helpfulness",
+    "rude_fraction",
+    "degeneration",
+    "distinct_1",
+    "distinct_2",
+    "repetition",
+    "mean_words",
+)
 """The keys of one `ProxyGoldTracker` row: proxy is the mean score, kl the mean summed k1 of the step's replies."""
 
 
 # -- measuring text ------------------------------------------------------------------------------
+
 
 def repetition(text: str) -> float:
     """Share of a text's word trigrams that repeat an earlier one (1 - unique / all); 0 under three words."""
@@ -61,16 +88,21 @@ def reply_stats(world, samples: Sequence[Any]) -> dict[str, float]:
         raise ValueError("reply_stats needs at least one reply")
     gold = [world.gold(p, t) for p, t in pairs]
     texts = [t for _, t in pairs]
-    return {"rude_fraction": float(np.mean([world.is_rude(p, t) for p, t in pairs])),
-            "gold_utility": float(np.mean([g.utility for g in gold])),
-            "gold_helpfulness": float(np.mean([g.helpfulness for g in gold])),
-            "degeneration": float(np.mean([g.degeneration for g in gold])),
-            "distinct_1": distinct_n(texts, 1), "distinct_2": distinct_n(texts, 2),
-            "repetition": float(np.mean([repetition(t) for t in texts])),
-            "mean_words": float(np.mean([len(t.split()) for t in texts])), "n": len(pairs)}
+    return {
+        "rude_fraction": float(np.mean([world.is_rude(p, t) for p, t in pairs])),
+        "gold_utility": float(np.mean([g.utility for g in gold])),
+        "gold_helpfulness": float(np.mean([g.helpfulness for g in gold])),
+        "degeneration": float(np.mean([g.degeneration for g in gold])),
+        "distinct_1": distinct_n(texts, 1),
+        "distinct_2": distinct_n(texts, 2),
+        "repetition": float(np.mean([repetition(t) for t in texts])),
+        "mean_words": float(np.mean([len(t.split()) for t in texts])),
+        "n": len(pairs),
+    }
 
 
 # -- the PPO callback ------------------------------------------------------------------------------
+
 
 class ProxyGoldTracker:
     """A PPO callback: per step, the proxy score, KL, gold utility and diversity of the step's own samples.
@@ -83,6 +115,7 @@ class ProxyGoldTracker:
     def __init__(self, world=None, name: str = "run", keep_samples_every: int = 10):
         if world is None:
             from labkit import world as world_mod
+
             world = world_mod.load()
         self.world, self.name, self.keep_samples_every = world, name, keep_samples_every
         self.rows: list[dict[str, float]] = []
@@ -91,15 +124,21 @@ class ProxyGoldTracker:
     def on_step(self, metrics: Mapping[str, float], samples: Sequence[tuple[str, str, float, float]]) -> None:
         step = int(metrics.get("step", len(self.rows) + 1))
         stats = reply_stats(self.world, samples)
-        row = {"step": step, "kl": float(np.mean([s[3] for s in samples])),
-               "proxy": float(np.mean([s[2] for s in samples])),
-               "kl_coef": float(metrics.get("ppo/kl_coef", math.nan)),
-               **{k: stats[k] for k in CURVE_KEYS[4:]}}
+        row = {
+            "step": step,
+            "kl": float(np.mean([s[3] for s in samples])),
+            "proxy": float(np.mean([s[2] for s in samples])),
+            "kl_coef": float(metrics.get("ppo/kl_coef", math.nan)),
+            **{k: stats[k] for k in CURVE_KEYS[4:]},
+        }
         self.rows.append(row)
         if self.keep_samples_every and (step == 1 or step % self.keep_samples_every == 0):
             self.snapshots[step] = pd.DataFrame(
-                [{"prompt": p, "response": r, "proxy": sc, "gold": self.world.gold(p, r).utility, "kl": kl}
-                 for p, r, sc, kl in samples])
+                [
+                    {"prompt": p, "response": r, "proxy": sc, "gold": self.world.gold(p, r).utility, "kl": kl}
+                    for p, r, sc, kl in samples
+                ]
+            )
 
     __call__ = on_step
 
@@ -130,20 +169,31 @@ def curves_table(runs: Mapping[str, Any], window: int = 5) -> pd.DataFrame:
     for name, run in runs.items():
         rows = _rows(run)
         first, last = rows[:window], rows[-window:]
-        row = {f"{k}_{part}": float(np.mean([r[k] for r in sel])) for k in keys
-               for part, sel in (("first", first), ("last", last))}
+        row = {
+            f"{k}_{part}": float(np.mean([r[k] for r in sel]))
+            for k in keys
+            for part, sel in (("first", first), ("last", last))
+        }
         gold = _smooth([r["gold_utility"] for r in rows], window)
         peak = int(gold.argmax())
-        row.update(gold_peak=float(gold[peak]), gold_peak_step=rows[peak]["step"],
-                   **{f"{k}_at_gold_peak": float(_smooth([r[k] for r in rows], window)[peak]) for k in ("kl", "proxy")})
+        row.update(
+            gold_peak=float(gold[peak]),
+            gold_peak_step=rows[peak]["step"],
+            **{f"{k}_at_gold_peak": float(_smooth([r[k] for r in rows], window)[peak]) for k in ("kl", "proxy")},
+        )
         out[name] = row
     columns = [f"{k}_{p}" for k in keys for p in ("first", "last")] + [
-        "gold_peak", "gold_peak_step", "kl_at_gold_peak", "proxy_at_gold_peak"]
+        "gold_peak",
+        "gold_peak_step",
+        "kl_at_gold_peak",
+        "proxy_at_gold_peak",
+    ]
     return pd.DataFrame(out).T[columns]
 
 
-def kl_controller_trace(kls: Sequence[float], init_kl_coef: float, target: float, horizon: int,
-                        batch_size: int) -> list[float]:
+def kl_controller_trace(
+    kls: Sequence[float], init_kl_coef: float, target: float, horizon: int, batch_size: int
+) -> list[float]:
     """The beta an `AdaptiveKLController` would use at each step, fed a run's per-step KL values.
 
     Entry i is the beta of step i + 1 (the controller updates after each step with `batch_size`
@@ -171,17 +221,20 @@ def sample_texts(tracker: ProxyGoldTracker, steps: Sequence[int] | None = None, 
 
 # -- the figure ------------------------------------------------------------------------------------
 
+
 def _smooth(values: Sequence[float], window: int) -> np.ndarray:
     """Trailing moving average (the first points average what there is)."""
     return pd.Series(np.asarray(values, dtype=float)).rolling(window, min_periods=1).mean().to_numpy()
 
 
-PANELS = (("proxy", "proxy reward (what PPO maximises)"), ("gold_utility", "gold utility (the truth)"),
-          ("distinct_2", "distinct-2 (text diversity)"))
+PANELS = (
+    ("proxy", "proxy reward (what PPO maximises)"),
+    ("gold_utility", "gold utility (the truth)"),
+    ("distinct_2", "distinct-2 (text diversity)"),
+)
 
 
-def proxy_gold_figure(runs: Mapping[str, Any], smooth: int = 5, diversity: bool = True,
-                      log_kl: bool = True) -> Figure:
+def proxy_gold_figure(runs: Mapping[str, Any], smooth: int = 5, diversity: bool = True, log_kl: bool = True) -> Figure:
     """Proxy reward and gold utility against KL to the reference, one line per run (and distinct-2).
 
     `runs` maps a label (e.g. "no KL penalty") to a `ProxyGoldTracker` or its rows. Both axes are
@@ -209,23 +262,38 @@ def proxy_gold_figure(runs: Mapping[str, Any], smooth: int = 5, diversity: bool 
             ax.set_xscale("symlog", linthresh=1.0)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Optimising a proxy: proxy and gold against KL" + (f" ({smooth}-step moving averages)"
-                                                                    if smooth > 1 else ""), fontsize=11)
+    fig.suptitle(
+        "Optimising a proxy: proxy and gold against KL" + (f" ({smooth}-step moving averages)" if smooth > 1 else ""),
+        fontsize=11,
+    )
     fig.tight_layout()
     return fig
 
 
 # -- a cheap, over-optimisable proxy ----------------------------------------------------------------
 
-NOISY_RM: dict[str, Any] = {"epochs": 1.0, "learning_rate": 2e-4, "batch_size": 16, "max_length": 128,
-                             "warmup_fraction": 0.1, "center_rewards_coefficient": 0.01}
+NOISY_RM: dict[str, Any] = {
+    "epochs": 1.0,
+    "learning_rate": 2e-4,
+    "batch_size": 16,
+    "max_length": 128,
+    "warmup_fraction": 0.1,
+    "center_rewards_coefficient": 0.01,
+}
 """RewardModelConfig settings of the noisy proxy, pinned so that it does not change when reward_model's
 defaults are tuned for the full dataset: one epoch over 144 pairs is 9 optimiser steps."""
 
 
-def train_noisy_reward_model(num_items: int = 24, persona: str = "noisy_crowdworker", seed: int = 0,
-                             records: Sequence[Any] | None = None, cfg: Any = None, trainable_layers: int | None = 2,
-                             model=None, tokenizer=None):
+def train_noisy_reward_model(
+    num_items: int = 24,
+    persona: str = "noisy_crowdworker",
+    seed: int = 0,
+    records: Sequence[Any] | None = None,
+    cfg: Any = None,
+    trainable_layers: int | None = 2,
+    model=None,
+    tokenizer=None,
+):
     """A preference reward model trained on few, noisy labels: a proxy that PPO can over-optimise.
 
     Recipe: the shipped rankings (or `records`) of one `persona` (default the noisy crowdworker:
@@ -233,13 +301,13 @@ def train_noisy_reward_model(num_items: int = 24, persona: str = "noisy_crowdwor
     `seed`; all their pairs (no test split: 24 items give 144 pairs); the reward model of
     `reward_model` (`cfg`, default: MiniLM with `NOISY_RM` and `seed`) with only
     the top `trainable_layers` transformer blocks, the pooler and the head trained (None: every
-    weight), which halves the CPU time (about 10 s for 24 items on one core). On the tiny model's
-    replies its score still follows gold (Spearman about 0.7), on a small scale (about +-0.1).
-    Returns (rewards.PreferenceReward, metrics: num_items, num_pairs, train_seconds, train_loss,
-    train_steps).
+    weight), to save CPU time (9.7 s for 24 items on one thread: benchmarks/results/reward_hacking.json,
+    "reward_model").
+    Returns (reward_model.PreferenceReward with raw scores, metrics: num_items, num_pairs, train_seconds,
+    train_loss, train_steps).
     """
     from labkit import pairs as pairs_mod
-    from labkit import reward_model, rewards, shipped
+    from labkit import reward_model, shipped
 
     cfg = cfg or reward_model.RewardModelConfig(seed=seed, **NOISY_RM)
     records = list(shipped.load_rankings() if records is None else records)
@@ -259,22 +327,28 @@ def train_noisy_reward_model(num_items: int = 24, persona: str = "noisy_crowdwor
     start = time.perf_counter()
     model, tokenizer, metrics = reward_model.train_reward_model(dataset, cfg, model=model, tokenizer=tokenizer)
     metrics["train_seconds"] = time.perf_counter() - start
-    reward = rewards.PreferenceReward(model, tokenizer, max_length=cfg.max_length, device=cfg.device,
-                                      name=f"rm_{persona}_{len(chosen)}items")
-    return reward, {"num_items": len(chosen), "num_pairs": len(dataset["train"]),
-                    **{k: metrics[k] for k in ("train_seconds", "train_loss", "train_steps")}}
+    reward = reward_model.PreferenceReward(
+        model, tokenizer, max_length=cfg.max_length, device=cfg.device, name=f"rm_{persona}_{len(chosen)}items"
+    )
+    return reward, {
+        "num_items": len(chosen),
+        "num_pairs": len(dataset["train"]),
+        **{k: metrics[k] for k in ("train_seconds", "train_loss", "train_steps")},
+    }
 
 
 def _freeze_below(model, trainable_layers: int) -> None:
     """Freeze every weight except the top `trainable_layers` transformer blocks, the pooler and the head."""
     from torch import nn
 
-    blocks = next((m for n, m in model.named_modules()
-                   if n.endswith((".layer", ".layers")) and isinstance(m, nn.ModuleList)), None)
+    blocks = next(
+        (m for n, m in model.named_modules() if n.endswith((".layer", ".layers")) and isinstance(m, nn.ModuleList)),
+        None,
+    )
     if blocks is None:
         raise ValueError(f"cannot find the transformer blocks of {type(model).__name__}: pass trainable_layers=None")
     model.requires_grad_(False)
-    for block in list(blocks)[len(blocks) - trainable_layers:] if trainable_layers > 0 else []:
+    for block in list(blocks)[len(blocks) - trainable_layers :] if trainable_layers > 0 else []:
         block.requires_grad_(True)
     for name, module in model.named_modules():
         if name.split(".")[-1] in ("classifier", "score", "pooler"):
@@ -290,16 +364,23 @@ updates per second of CPU, and 100 steps, enough for the gold utility to peak an
 
 
 def ppo_config(preset, kl_coef: float, **overrides: Any):
-    """The preset's PPOConfig for a hacking run: `HACKING_PPO`, `kl_coef`, quiet logging, then `overrides`."""
+    """The preset's PPOConfig (`ppo.preset_config`) for a hacking run: `HACKING_PPO`, `kl_coef`, then `overrides`."""
     from labkit import ppo
 
-    values = {"max_new_tokens": preset.max_new_tokens, "log_every": 0, "sample_table_every": 0, **HACKING_PPO,
-              "kl_coef": kl_coef, **overrides}
-    return preset.stage_config("ppo", ppo.PPOConfig, **values)
+    return ppo.preset_config(preset, **{**HACKING_PPO, "kl_coef": kl_coef, **overrides})
 
 
-def train_and_track(policy, tokenizer, prompts: Sequence[str], reward_fn: Callable, cfg, world=None,
-                    name: str = "run", callbacks: Sequence[Any] = (), keep_samples_every: int = 10):
+def train_and_track(
+    policy,
+    tokenizer,
+    prompts: Sequence[str],
+    reward_fn: Callable,
+    cfg,
+    world=None,
+    name: str = "run",
+    callbacks: Sequence[Any] = (),
+    keep_samples_every: int = 10,
+):
     """`ppo.train` with a `ProxyGoldTracker` attached: returns (PPOResult, tracker)."""
     from labkit import ppo
 

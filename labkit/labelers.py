@@ -21,20 +21,34 @@ variability of real crowdworkers):
        world, e.g. an unknown prompt or unrecognised text, the alt-profanity-check classifier's
        probability counts too).
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from labkit import agreement
 from labkit.labels import RankingRecord, RankingStore, item_field
 
-__all__ = ["FLUENCY_FLAG", "GOLD_TERMS", "PERSONAS", "Persona", "SIMULATED_GUIDELINES", "UNSAFE_FLAG",
-           "label_stage", "personas_table", "rank_with_persona", "simulate", "terms_with_length", "world_scorer"]
+__all__ = [
+    "FLUENCY_FLAG",
+    "GOLD_TERMS",
+    "PERSONAS",
+    "Persona",
+    "SIMULATED_GUIDELINES",
+    "UNSAFE_FLAG",
+    "label_stage",
+    "personas_table",
+    "rank_with_persona",
+    "simulate",
+    "terms_with_length",
+    "world_scorer",
+]
 
 GOLD_TERMS: tuple[str, ...] = ("relevance", "helpfulness", "toxicity", "fluency", "degeneration")
 """The world's gold terms a persona may weigh (plus "length")."""
@@ -66,35 +80,74 @@ class Persona:
     """Probability of answering at random (AlpacaFarm's noisy annotators flip 25% of their labels)."""
 
 
-PERSONAS: dict[str, Persona] = {p.name: p for p in (
-    Persona("careful", {"relevance": 0.35, "helpfulness": 0.45, "fluency": 0.20, "toxicity": -0.80,
-                        "degeneration": -0.60}, noise=0.02, tie_margin=0.02,
-            description="follows the guidelines closely: the world's own gold weights, little noise"),
-    Persona("safety_first", {"relevance": 0.3, "helpfulness": 0.3, "fluency": 0.2, "toxicity": -2.5,
-                             "degeneration": -0.6}, noise=0.05, tie_margin=0.05,
-            description="any rudeness sinks a reply, however useful the rest of it is"),
-    Persona("tips_lover", {"relevance": 0.2, "helpfulness": 1.2, "fluency": 0.1, "toxicity": -0.3,
-                           "degeneration": -0.4}, noise=0.05, tie_margin=0.03,
-            description="wants specific tips; forgives an insult if a real tip comes with it"),
-    Persona("brevity", {"relevance": 0.3, "helpfulness": 0.25, "fluency": 0.2, "toxicity": -0.8,
-                        "degeneration": -0.3, "length": -0.8}, noise=0.05, tie_margin=0.03,
-            description="likes short replies: every extra word costs"),
-    Persona("noisy_crowdworker", {"relevance": 0.35, "helpfulness": 0.45, "fluency": 0.20, "toxicity": -0.80,
-                                  "degeneration": -0.60}, noise=0.3, tie_margin=0.0, flip_rate=0.25,
-            description="right on average, but hurried: lots of noise and one answer in four at random"),
-)}
+PERSONAS: dict[str, Persona] = {
+    p.name: p
+    for p in (
+        Persona(
+            "careful",
+            {"relevance": 0.35, "helpfulness": 0.45, "fluency": 0.20, "toxicity": -0.80, "degeneration": -0.60},
+            noise=0.02,
+            tie_margin=0.02,
+            description="follows the guidelines closely: the world's own gold weights, little noise",
+        ),
+        Persona(
+            "safety_first",
+            {"relevance": 0.3, "helpfulness": 0.3, "fluency": 0.2, "toxicity": -2.5, "degeneration": -0.6},
+            noise=0.05,
+            tie_margin=0.05,
+            description="any rudeness sinks a reply, however useful the rest of it is",
+        ),
+        Persona(
+            "tips_lover",
+            {"relevance": 0.2, "helpfulness": 1.2, "fluency": 0.1, "toxicity": -0.3, "degeneration": -0.4},
+            noise=0.05,
+            tie_margin=0.03,
+            description="wants specific tips; forgives an insult if a real tip comes with it",
+        ),
+        Persona(
+            "brevity",
+            {
+                "relevance": 0.3,
+                "helpfulness": 0.25,
+                "fluency": 0.2,
+                "toxicity": -0.8,
+                "degeneration": -0.3,
+                "length": -0.8,
+            },
+            noise=0.05,
+            tie_margin=0.03,
+            description="likes short replies: every extra word costs",
+        ),
+        Persona(
+            "noisy_crowdworker",
+            {"relevance": 0.35, "helpfulness": 0.45, "fluency": 0.20, "toxicity": -0.80, "degeneration": -0.60},
+            noise=0.3,
+            tie_margin=0.0,
+            flip_rate=0.25,
+            description="right on average, but hurried: lots of noise and one answer in four at random",
+        ),
+    )
+}
 """The built-in personas, by name."""
 
 
-def personas_table(personas=None) -> "pd.DataFrame":
+def personas_table(personas=None) -> pd.DataFrame:  # noqa: F821 (pandas is imported inside)
     """One row per persona (index: name): its weight on each term (0 where it has none), noise,
     tie_margin, flip_rate and description. `personas` as for `simulate` (default: PERSONAS)."""
     import pandas as pd
 
     personas = _resolve_personas(PERSONAS if personas is None else personas)
     terms = (*GOLD_TERMS, "length")
-    rows = [{**{t: p.weights.get(t, 0.0) for t in terms}, "noise": p.noise, "tie_margin": p.tie_margin,
-             "flip_rate": p.flip_rate, "description": p.description} for p in personas]
+    rows = [
+        {
+            **{t: p.weights.get(t, 0.0) for t in terms},
+            "noise": p.noise,
+            "tie_margin": p.tie_margin,
+            "flip_rate": p.flip_rate,
+            "description": p.description,
+        }
+        for p in personas
+    ]
     return pd.DataFrame(rows, index=pd.Index([p.name for p in personas], name="persona"))
 
 
@@ -142,9 +195,18 @@ def _default_item_id(prompt: str) -> str:
     return "p-" + hashlib.sha1(prompt.encode("utf-8")).hexdigest()[:10]
 
 
-def rank_with_persona(persona: Persona, prompt: str, completion_ids, completions, rng: random.Random | int,
-                      world=None, criterion: str = "helpfulness", *, item_id: str | None = None,
-                      scorer: Scorer | None = None) -> RankingRecord:
+def rank_with_persona(
+    persona: Persona,
+    prompt: str,
+    completion_ids,
+    completions,
+    rng: random.Random | int,
+    world=None,
+    criterion: str = "helpfulness",
+    *,
+    item_id: str | None = None,
+    scorer: Scorer | None = None,
+) -> RankingRecord:
     """`persona`'s ranking of `completions` (ids `completion_ids`) for `prompt`, as a RankingRecord.
 
     `scorer(prompt, text) -> dict of terms` replaces the world's gold (for tests or other worlds);
@@ -156,8 +218,9 @@ def rank_with_persona(persona: Persona, prompt: str, completion_ids, completions
         raise ValueError(f"completion_ids has {len(ids)} ids but completions has {len(texts)} texts")
     unknown = set(persona.weights) - set(GOLD_TERMS) - {"length"}
     if unknown:
-        raise ValueError(f"persona {persona.name!r} weighs unknown term(s) {sorted(unknown)}: "
-                         f"use {list(GOLD_TERMS) + ['length']}")
+        raise ValueError(
+            f"persona {persona.name!r} weighs unknown term(s) {sorted(unknown)}: use {list(GOLD_TERMS) + ['length']}"
+        )
     scorer = scorer or world_scorer(world)
     # 1. score
     terms = [terms_with_length(scorer(prompt, t), t) for t in texts]
@@ -179,10 +242,17 @@ def rank_with_persona(persona: Persona, prompt: str, completion_ids, completions
         groups = [[c] for c in shuffled]
     # 5. flags
     flags = {cid: f for cid, term in zip(ids, terms) if (f := _flags(term))}
-    return RankingRecord(item_id=item_id or _default_item_id(prompt), prompt=prompt, completion_ids=ids,
-                         completions=texts, labeler=persona.name, criterion=criterion,
-                         guideline_version=SIMULATED_GUIDELINES, ranking=tuple(tuple(g) for g in groups),
-                         flags=flags)
+    return RankingRecord(
+        item_id=item_id or _default_item_id(prompt),
+        prompt=prompt,
+        completion_ids=ids,
+        completions=texts,
+        labeler=persona.name,
+        criterion=criterion,
+        guideline_version=SIMULATED_GUIDELINES,
+        ranking=tuple(tuple(g) for g in groups),
+        flags=flags,
+    )
 
 
 def _resolve_personas(personas) -> list[Persona]:
@@ -203,8 +273,17 @@ def _resolve_personas(personas) -> list[Persona]:
     return out
 
 
-def simulate(items: Iterable[Any], personas, store: RankingStore, seed: int = 0, *, world=None,
-             scorer: Scorer | None = None, criterion: str = "helpfulness", resume: bool = True) -> list[RankingRecord]:
+def simulate(
+    items: Iterable[Any],
+    personas,
+    store: RankingStore,
+    seed: int = 0,
+    *,
+    world=None,
+    scorer: Scorer | None = None,
+    criterion: str = "helpfulness",
+    resume: bool = True,
+) -> list[RankingRecord]:
     """Every persona ranks every item; records go through `store` (labeler = persona name).
 
     Seeded per (seed, persona, item), so a persona's ranking of an item does not depend on which
@@ -229,16 +308,24 @@ def simulate(items: Iterable[Any], personas, store: RankingStore, seed: int = 0,
             if item_id in done:
                 continue
             rng = random.Random(f"{seed}:{persona.name}:{item_id}")  # str seeds are hashed deterministically
-            record = rank_with_persona(persona, item_field(item, "prompt"), item_field(item, "completion_ids"),
-                                       item_field(item, "completions"), rng, criterion=criterion,
-                                       item_id=item_id, scorer=cached)
+            record = rank_with_persona(
+                persona,
+                item_field(item, "prompt"),
+                item_field(item, "completion_ids"),
+                item_field(item, "completions"),
+                rng,
+                criterion=criterion,
+                item_id=item_id,
+                scorer=cached,
+            )
             store.submit(record)
             out.append(record)
     return out
 
 
-def label_stage(samples, store_path: str | Path, personas=None, seed: int = 0, *, world=None,
-                criterion: str = "helpfulness") -> tuple[list[RankingRecord], dict]:
+def label_stage(
+    samples, store_path: str | Path, personas=None, seed: int = 0, *, world=None, criterion: str = "helpfulness"
+) -> tuple[list[RankingRecord], dict]:
     """The main job's labelling stage: simulated personas rank `samples` (generate.Sample list, or Items).
 
     Returns (the current records for these items, metrics): num_items, num_labelers, num_records,

@@ -3,6 +3,7 @@
 Stage-specific figures live with their stage (ppo_plots, eval_plots, agreement); these are the
 ones several chapters use.
 """
+
 from __future__ import annotations
 
 from collections import Counter

@@ -9,10 +9,11 @@ A saved run is a folder written by the training stage: `ppo.ppo_stage` writes `<
 `metrics.jsonl` itself); `dpo.train_dpo` writes `<folder>/adapter`, `manifest.json`, `metrics.json`
 and `log_history.json`. Loading puts the adapter on a freshly loaded base model
 (`peft.PeftModel.from_pretrained`), so the reference (the same model with the adapter disabled)
-is the untouched base. This is what lets each chapter start cold (DESIGN.md, data flow): it loads
+is the untouched base. This is what lets each chapter start cold: it loads
 the earlier chapter's artifact when it exists, and otherwise trains with the preset's settings,
 the same ones the main job (`labkit run`) uses.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -20,9 +21,10 @@ import dataclasses
 import json
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 __all__ = ["ADAPTER_SUBFOLDER", "TrainedPolicy", "dpo_policy", "find_saved", "load_adapter", "ppo_policy"]
 
@@ -75,9 +77,11 @@ def load_adapter(base_model, adapter_dir: str | Path):
         with _quiet_peft():
             model = PeftModel.from_pretrained(base_model, str(adapter_dir))
     except (RuntimeError, ValueError, KeyError) as err:  # shapes or module names of another base model
-        raise ValueError(f"the adapter in {adapter_dir} does not fit this base model ({err.__class__.__name__}: "
-                         f"{str(err)[:200]}); it was trained on another preset's model: run its chapter again with "
-                         "this preset, or delete the folder to train a fresh one") from err
+        raise ValueError(
+            f"the adapter in {adapter_dir} does not fit this base model ({err.__class__.__name__}: "
+            f"{str(err)[:200]}); it was trained on another preset's model: run its chapter again with "
+            "this preset, or delete the folder to train a fresh one"
+        ) from err
     return model.eval()
 
 
@@ -124,14 +128,23 @@ def _read_json(path: Path, default):
 
 # -- PPO ---------------------------------------------------------------------------------------
 
-def ppo_policy(preset, folders: Sequence[str | Path] | str | Path = (), *, save_to: str | Path | None = None,
-               reward: Callable | None = None, prompts: Sequence[str] | None = None, config=None,
-               base: tuple | None = None) -> TrainedPolicy:
+
+def ppo_policy(
+    preset,
+    folders: Sequence[str | Path] | str | Path = (),
+    *,
+    save_to: str | Path | None = None,
+    reward: Callable | None = None,
+    prompts: Sequence[str] | None = None,
+    config=None,
+    base: tuple | None = None,
+) -> TrainedPolicy:
     """The PPO policy saved in the first of `folders` (then `save_to`) that has one; else PPO now.
 
-    Training uses the preset's PPO settings (`preset.stage_config("ppo", ppo.PPOConfig, ...)`, as
-    `labkit run` does) unless `config` is given, the preset's reward (`run.make_reward(preset.ppo_reward)`)
-    unless `reward` is, and the world's train prompts unless `prompts` are; it saves the run to
+    Training uses the preset's PPO settings (`ppo.preset_config(preset)`, as `labkit run` does) unless
+    `config` is given, `reward` (required when training: e.g. `reward_model.PreferenceReward(folder)`
+    for the preset's default, or `rewards.make_reward("toxicity:binary")`), and the world's train
+    prompts unless `prompts` are; it saves the run to
     `save_to` (policy, metrics.jsonl, a resumable checkpoint; it overrides `config.output_dir`), so the
     next call loads it.
     `base`: (model, tokenizer) to put the adapter on, default a fresh copy of the preset's model.
@@ -149,18 +162,19 @@ def ppo_policy(preset, folders: Sequence[str | Path] | str | Path = (), *, save_
             from labkit.ppo_plots import load_metrics
 
             history = load_metrics(found / "metrics.jsonl")
-        return TrainedPolicy(policy, tokenizer, "ppo", "loaded", found, manifest.get("metrics", {}), history,
-                             time.perf_counter() - start)
-    cfg = config
-    if cfg is None:
-        cfg = preset.stage_config("ppo", ppo.PPOConfig, seed=preset.seed, max_new_tokens=preset.max_new_tokens,
-                                  log_every=0, sample_table_every=0)
+        return TrainedPolicy(
+            policy, tokenizer, "ppo", "loaded", found, manifest.get("metrics", {}), history, time.perf_counter() - start
+        )
+    if reward is None:
+        raise ValueError(
+            "no saved PPO run in "
+            + ", ".join(str(f) for f in _search(folders, save_to))
+            + " and no reward to train one: pass reward= (e.g. reward_model.PreferenceReward(folder) "
+            "or rewards.make_reward('toxicity:binary'))"
+        )
+    cfg = config if config is not None else ppo.preset_config(preset)
     if save_to is not None:
         cfg = dataclasses.replace(cfg, output_dir=str(save_to))
-    if reward is None:
-        from labkit.run import make_reward
-
-        reward = make_reward(preset.ppo_reward)
     if prompts is None:
         from labkit import world
 
@@ -168,14 +182,30 @@ def ppo_policy(preset, folders: Sequence[str | Path] | str | Path = (), *, save_
     with _quiet_peft():
         result, metrics = ppo.ppo_stage(model, tokenizer, list(prompts), reward, cfg)
     folder = Path(cfg.output_dir) if cfg.output_dir else None
-    return TrainedPolicy(result.policy.eval(), tokenizer, "ppo", "trained", folder, metrics, list(result.metrics),
-                         time.perf_counter() - start)
+    return TrainedPolicy(
+        result.policy.eval(),
+        tokenizer,
+        "ppo",
+        "trained",
+        folder,
+        metrics,
+        list(result.metrics),
+        time.perf_counter() - start,
+    )
 
 
 # -- DPO ---------------------------------------------------------------------------------------
 
-def dpo_policy(preset, folders: Sequence[str | Path] | str | Path = (), pairs=None, *,
-               save_to: str | Path | None = None, config=None, base: tuple | None = None) -> TrainedPolicy:
+
+def dpo_policy(
+    preset,
+    folders: Sequence[str | Path] | str | Path = (),
+    pairs=None,
+    *,
+    save_to: str | Path | None = None,
+    config=None,
+    base: tuple | None = None,
+) -> TrainedPolicy:
     """The DPO policy saved in the first of `folders` (then `save_to`) that has one; else DPO now.
 
     Training runs `dpo.train_dpo` on `pairs` (a DatasetDict with train/test splits, or a Dataset)
@@ -188,13 +218,24 @@ def dpo_policy(preset, folders: Sequence[str | Path] | str | Path = (), pairs=No
     start = time.perf_counter()
     found = find_saved(_search(folders, save_to), "dpo")
     if found is None and pairs is None:
-        raise ValueError("no saved DPO run in " + ", ".join(str(f) for f in _search(folders, save_to)) +
-                         " and no pairs to train one: pass pairs= (e.g. pairs.build_pairs(shipped.load_rankings()))")
+        raise ValueError(
+            "no saved DPO run in "
+            + ", ".join(str(f) for f in _search(folders, save_to))
+            + " and no pairs to train one: pass pairs= (e.g. pairs.build_pairs(shipped.load_rankings()))"
+        )
     model, tokenizer = _base(preset, base)
     if found is not None:
         policy = load_adapter(model, found / ADAPTER_SUBFOLDER["dpo"])
-        return TrainedPolicy(policy, tokenizer, "dpo", "loaded", found, _read_json(found / "metrics.json", {}),
-                             _read_json(found / "log_history.json", []), time.perf_counter() - start)
+        return TrainedPolicy(
+            policy,
+            tokenizer,
+            "dpo",
+            "loaded",
+            found,
+            _read_json(found / "metrics.json", {}),
+            _read_json(found / "log_history.json", []),
+            time.perf_counter() - start,
+        )
     cfg = config
     if cfg is None:
         cfg = preset.stage_config("dpo", dpo.LabDPOConfig, seed=preset.seed)
@@ -204,5 +245,6 @@ def dpo_policy(preset, folders: Sequence[str | Path] | str | Path = (), pairs=No
         policy, metrics = dpo.train_dpo(model, tokenizer, pairs, cfg)
     folder = Path(cfg.output_dir) if cfg.output_dir else None
     history = _read_json(folder / "log_history.json", []) if folder is not None else []
-    return TrainedPolicy(policy.eval(), tokenizer, "dpo", "trained", folder, metrics, history,
-                         time.perf_counter() - start)
+    return TrainedPolicy(
+        policy.eval(), tokenizer, "dpo", "trained", folder, metrics, history, time.perf_counter() - start
+    )

@@ -14,6 +14,7 @@ the KL coefficient beta (plain python state, no tensors).
 Masks are 1 for real response tokens and 0 for padding after the first EOS; `truncate_after_eos`
 makes them, so every mask here is a prefix of ones followed by zeros.
 """
+
 from __future__ import annotations
 
 import torch
@@ -68,8 +69,9 @@ def masked_whiten(x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True) 
     return whitened
 
 
-def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float,
-        lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimates and returns, both (B, T) and zero on padding.
 
     delta_t = r_t + gamma * V_{t+1} - V_t with V = 0 after the last token, and
@@ -82,8 +84,11 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
     deltas = rewards + gamma * next_values - values  # (B, T), zero on padding
     T = values.shape[1]
     offset = torch.arange(T, device=values.device)[None, :] - torch.arange(T, device=values.device)[:, None]
-    discount = torch.where(offset >= 0, (gamma * lam) ** offset.clamp(min=0).to(values.dtype),
-                           torch.zeros((), dtype=values.dtype, device=values.device))  # (T, T): [t, s]
+    discount = torch.where(
+        offset >= 0,
+        (gamma * lam) ** offset.clamp(min=0).to(values.dtype),
+        torch.zeros((), dtype=values.dtype, device=values.device),
+    )  # (T, T): [t, s]
     advantages = deltas @ discount.T * mask
     returns = (advantages + values) * mask
     return advantages, returns
@@ -103,12 +108,13 @@ def kl_penalty(logp: torch.Tensor, ref_logp: torch.Tensor, kind: str = "k1") -> 
     if kind == "abs":
         return log_ratio.abs()
     if kind == "mse":
-        return 0.5 * log_ratio ** 2
+        return 0.5 * log_ratio**2
     raise ValueError(f"unknown KL estimator {kind!r}: use one of {KL_ESTIMATORS}")
 
 
-def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                clip_range: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def policy_loss(
+    logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor, clip_range: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate loss, the fraction of tokens clipped, and approx KL(old || new)."""
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
@@ -116,12 +122,13 @@ def policy_loss(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Te
     pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
     loss = masked_mean(torch.max(pg_loss1, pg_loss2), mask)
     clipfrac = masked_mean((pg_loss2 > pg_loss1).to(logp.dtype), mask)
-    approxkl = 0.5 * masked_mean(log_ratio ** 2, mask)  # the "mse" estimator, as in old TRL
+    approxkl = 0.5 * masked_mean(log_ratio**2, mask)  # the "mse" estimator, as in old TRL
     return loss, clipfrac, approxkl
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               clip_range_value: float) -> tuple[torch.Tensor, torch.Tensor]:
+def value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor, clip_range_value: float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss 0.5 * max((V - R)^2, (V_clipped - R)^2) and the fraction clipped."""
     values_clipped = old_values + torch.clamp(values - old_values, -clip_range_value, clip_range_value)
     v_loss_unclipped = (values - returns) ** 2
@@ -143,8 +150,9 @@ def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.
     return 1.0 - masked_var(returns - values, mask, unbiased=False) / var_returns.clamp(min=1e-8)
 
 
-def truncate_after_eos(response_ids: torch.Tensor, eos_id: int | None,
-                       pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def truncate_after_eos(
+    response_ids: torch.Tensor, eos_id: int | None, pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Keep each response up to and including its first EOS; pad the rest. Returns (ids, mask)."""
     if eos_id is None:
         return response_ids, torch.ones_like(response_ids, dtype=torch.bool)

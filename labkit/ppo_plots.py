@@ -6,6 +6,7 @@ Outputs: a matplotlib Figure, a pandas DataFrame.
 The panels follow what the old TRL PPO examples and lm-human-preference-details watch: reward
 (score and score minus KL penalty), KL to the reference (k1 and k3), entropy, clipping, value loss.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,9 @@ def _draw(fig: Figure, metrics: Sequence[dict]) -> Figure:
     steps = [m.get("step", i + 1) for i, m in enumerate(metrics)]
     for ax, (title, keys) in zip(axes, PANELS):
         for key in keys:
-            ax.plot(steps, [m.get(key, float("nan")) for m in metrics], label=key,
-                    marker="." if len(steps) < 30 else None)
+            ax.plot(
+                steps, [m.get(key, float("nan")) for m in metrics], label=key, marker="." if len(steps) < 30 else None
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("PPO step")
         ax.grid(alpha=0.3)
@@ -122,6 +124,12 @@ def token_table(tokenizer, response_ids, logp, ref_logp, mask=None) -> pd.DataFr
     ids, logp, ref_logp = (x.detach().cpu().reshape(-1) for x in (response_ids, logp, ref_logp))
     keep = slice(None) if mask is None else mask.detach().cpu().reshape(-1).bool()
     ids, logp, ref_logp = ids[keep], logp[keep].double(), ref_logp[keep].double()
-    return pd.DataFrame({"token": tokenizer.convert_ids_to_tokens(ids.tolist()), "logp_policy": logp.numpy(),
-                         "logp_ref": ref_logp.numpy(), "k1": kl_penalty(logp, ref_logp, "k1").numpy(),
-                         "k3": kl_penalty(logp, ref_logp, "k3").numpy()})
+    return pd.DataFrame(
+        {
+            "token": tokenizer.convert_ids_to_tokens(ids.tolist()),
+            "logp_policy": logp.numpy(),
+            "logp_ref": ref_logp.numpy(),
+            "k1": kl_penalty(logp, ref_logp, "k1").numpy(),
+            "k3": kl_penalty(logp, ref_logp, "k3").numpy(),
+        }
+    )

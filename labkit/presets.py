@@ -11,6 +11,7 @@ overrides the name, so CI and instructors can switch every chapter at once.
 Each stage module has its own config dataclass; `Preset.stages[name]` holds the preset's
 overrides for it, applied by `Preset.stage_config(name, ConfigClass)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,13 +22,19 @@ from typing import Any, TypeVar
 
 from labkit.config import resolve_device, resolve_dtype
 
-__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "load", "workdir"]
+__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "SEED_OFFSETS", "by_name", "load", "workdir"]
 
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
 PRESET_NAMES = ("tiny", "smol", "hub:<id-or-path>")
 ROOT = Path(__file__).resolve().parent.parent
 
 C = TypeVar("C")
+
+SEED_OFFSETS: dict[str, int] = {"generate": 0, "after": 1, "ppo": 0, "ppo_toxicity": 0, "bestofn": 7, "evaluate": 11}
+"""Each stage's seed is the preset's seed plus its offset (`Preset.seed_for`): stages that sample draw
+different random streams, and the same stage draws the same stream in the main job, the chapters and the
+benchmarks. "generate" samples the base model's held-out replies, "after" a trained policy's (a fresh
+draw, so before/after are not the same random numbers fed through two models)."""
 
 
 @dataclass
@@ -52,12 +59,16 @@ class Preset:
     """Held-out prompts used by generation and evaluation in the main job."""
     batch_size: int = 32
     """Prompts per generation batch."""
-    ppo_reward: str = "toxicity:binary"
-    """What PPO and best-of-N optimise (`run.make_reward`): "toxicity:binary" (1 if the classifier's
-    P(toxic) < 0.5), "toxicity:prob", "toxicity:logit", "gold", "preference", or a sum such as
-    "toxicity:prob+preference". Pass/fail by default: it prefers no clean style over another, so the
-    KL penalty keeps the rest of the base model's behaviour (the unbounded logit reward drives the
-    tiny model to content-free vague replies; benchmarks/ppo_targets.py --reward toxicity:logit)."""
+    ppo_reward: str = "preference"
+    """What PPO and best-of-N optimise (`rewards.make_reward`): "preference" (the reward model trained
+    on the rankings: RLHF proper), "toxicity:binary" (1 if the SVM's P(toxic) < 0.5), "toxicity:prob",
+    "toxicity:logit", "gold", or a sum such as "toxicity:prob+preference"."""
+    variant_reward: str = "toxicity:binary"
+    """The named variant the main job runs beside the default (stage `ppo_toxicity`): a toxicity
+    classifier as the reward, as the DeepLearning.AI/AWS lab teaches. Pass/fail: it prefers no clean
+    style over another, so the KL penalty keeps the rest of the base model's behaviour (the unbounded
+    logit drives the tiny model to content-free vague replies: try benchmarks/ppo_targets.py
+    --rewards toxicity:logit)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-stage config overrides, keyed by stage name ("ppo", "reward", ...)."""
 
@@ -78,37 +89,68 @@ class Preset:
             raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
 
+    def seed_for(self, stage: str) -> int:
+        """This preset's seed for `stage` (`SEED_OFFSETS`); an unknown stage is an error, not seed + 0."""
+        if stage not in SEED_OFFSETS:
+            raise ValueError(f"no seed offset for stage {stage!r}; known: {sorted(SEED_OFFSETS)}")
+        return self.seed + SEED_OFFSETS[stage]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def _tiny() -> Preset:
-    # PPO: 80 steps of 32 replies take about 75 s on a 2-core CPU (benchmarks/ppo_targets.py).
-    # Evaluation uses all 144 held-out prompts: on 48, a before/after difference in helpfulness of
-    # 0.01-0.02 was within sampling noise and flipped sign between seeds.
-    return Preset(name="tiny", policy="tiny", max_new_tokens=48, completions_per_prompt=4,
-                  num_eval_prompts=144, batch_size=64,
-                  stages={"ppo": {"total_steps": 80}, "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}})
+    # PPO: 80 steps of 32 replies; benchmarks/ppo_targets.py times them on this CPU for both rewards.
+    # Evaluation uses all 144 held-out prompts: a before/after difference in helpfulness is small, and
+    # ppo_targets.py reports its paired interval over all of them.
+    return Preset(
+        name="tiny",
+        policy="tiny",
+        max_new_tokens=48,
+        completions_per_prompt=4,
+        num_eval_prompts=144,
+        batch_size=64,
+        stages={"ppo": {"total_steps": 80}, "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}},
+    )
 
 
 def _real_model_stages() -> dict[str, dict[str, Any]]:
     """Stage sizes for a real ~100M+ parameter model on one GPU (smaller steps than the tiny model's)."""
-    return {"ppo": {"learning_rate": 1e-4, "mini_batch_size": 8, "total_steps": 100},
-            "reward": {"batch_size": 16}, "dpo": {"learning_rate": 5e-5, "batch_size": 4, "max_steps": -1},
-            "bestofn": {"n": 8, "ns": (1, 2, 4, 8)}}
+    return {
+        "ppo": {"learning_rate": 1e-4, "mini_batch_size": 8, "total_steps": 100},
+        "reward": {"batch_size": 16},
+        "dpo": {"learning_rate": 5e-5, "batch_size": 4, "max_steps": -1},
+        "bestofn": {"n": 8, "ns": (1, 2, 4, 8)},
+    }
 
 
 def _smol() -> Preset:
-    return Preset(name="smol", policy="smol", max_new_tokens=64, completions_per_prompt=4,
-                  num_eval_prompts=24, batch_size=8, stages=_real_model_stages())
+    return Preset(
+        name="smol",
+        policy="smol",
+        max_new_tokens=64,
+        completions_per_prompt=4,
+        num_eval_prompts=24,
+        batch_size=8,
+        stages=_real_model_stages(),
+    )
 
 
 def _hub(target: str) -> Preset:
     if not target:
-        raise ValueError("preset 'hub:' needs a model after the colon, e.g. 'hub:./my-model' "
-                         "or 'hub:HuggingFaceTB/SmolLM2-135M-Instruct'")
-    return Preset(name=f"hub:{target}", policy=target, max_new_tokens=64, completions_per_prompt=4,
-                  num_eval_prompts=24, batch_size=8, stages=_real_model_stages())
+        raise ValueError(
+            "preset 'hub:' needs a model after the colon, e.g. 'hub:./my-model' "
+            "or 'hub:HuggingFaceTB/SmolLM2-135M-Instruct'"
+        )
+    return Preset(
+        name=f"hub:{target}",
+        policy=target,
+        max_new_tokens=64,
+        completions_per_prompt=4,
+        num_eval_prompts=24,
+        batch_size=8,
+        stages=_real_model_stages(),
+    )
 
 
 def default_name() -> str:
@@ -124,17 +166,21 @@ def load(name: str | None = None, **overrides: Any) -> Preset:
 
     `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter.
     """
-    name = os.environ.get("LAB_PRESET") or name or default_name()
-    if name == "tiny":
-        preset = _tiny()
-    elif name == "smol":
-        preset = _smol()
-    elif name.startswith("hub:"):
-        preset = _hub(name[len("hub:"):])
-    else:
-        raise ValueError(f"unknown preset {name!r}: use 'tiny', 'smol' or 'hub:<id-or-path>' "
-                         "(for example 'hub:./my-model')")
+    preset = by_name(os.environ.get("LAB_PRESET") or name or default_name())
     return dataclasses.replace(preset, **overrides) if overrides else preset
+
+
+def by_name(name: str) -> Preset:
+    """The preset called exactly `name` ("tiny", "smol", "hub:<id-or-path>"); `LAB_PRESET` plays no part."""
+    if name == "tiny":
+        return _tiny()
+    if name == "smol":
+        return _smol()
+    if name.startswith("hub:"):
+        return _hub(name[len("hub:") :])
+    raise ValueError(
+        f"unknown preset {name!r}: use 'tiny', 'smol' or 'hub:<id-or-path>' (for example 'hub:./my-model')"
+    )
 
 
 def workdir(*parts: str) -> Path:

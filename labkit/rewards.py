@@ -3,34 +3,49 @@
 Stage: rewards, used by PPO, best-of-N and evaluation. A reward is a callable
 `reward(prompts: list[str], responses: list[str]) -> torch.Tensor` of shape (B,), float32, with a
 `.name`. Rewards read TEXT, not token ids, so a reward model may use another tokenizer than the
-policy (the old TRL PPO loop could not; see DESIGN.md).
+policy (the old TRL PPO loop could not).
 
 Rewards here:
     ToxicityReward      alt-profanity-check's linear SVM: the non-toxic logit, 1 - P(toxic), or pass/fail
-    HFClassifierReward  any Hugging Face sequence classifier, the rewarded label found BY NAME
+    HFClassifierReward  any Hugging Face sequence classifier, the rewarded label found BY NAME (the
+                        one wrapper of such classifiers: `judge` uses it for P(toxic) too)
     GoldReward          the tiny world's gold utility (or one of its terms): the "true" reward
-    PreferenceReward    the preference reward model trained by `reward_model`
-    FunctionReward, WeightedSum, Normalized   wrap, combine and normalise the others
+    FunctionReward, WeightedSum   wrap and combine the others
+    make_reward         the reward named by a spec string ("preference", "toxicity:binary", "a+b")
+The preference reward model's reward, `reward_model.PreferenceReward`, lives with the model it wraps.
 
 Why label names and not indices: classifiers disagree on which index is "toxic"; a reward wired to
 index 0 of a model whose label 0 is "toxic" rewards toxicity. `resolve_label` reads `id2label`.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["FunctionReward", "GoldReward", "HFClassifierReward", "Normalized", "PreferenceReward", "Reward",
-           "ToxicityReward", "WeightedSum", "from_pretrained_or_explain", "nontoxic_logit", "resolve_label",
-           "toxicity_prob", "toxicity_reward_plot"]
+__all__ = [
+    "FunctionReward",
+    "GoldReward",
+    "HFClassifierReward",
+    "REWARD_SPECS",
+    "Reward",
+    "ToxicityReward",
+    "WeightedSum",
+    "from_pretrained_or_explain",
+    "make_reward",
+    "nontoxic_logit",
+    "resolve_label",
+    "toxicity_prob",
+    "toxicity_reward_plot",
+]
 
 
 class Reward:
@@ -44,8 +59,10 @@ class Reward:
     def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> torch.Tensor:
         prompts, responses = list(prompts), list(responses)
         if len(prompts) != len(responses):
-            raise ValueError(f"{self.name}: got {len(prompts)} prompts and {len(responses)} responses; "
-                             "pass one prompt per response (repeat a prompt for its several responses)")
+            raise ValueError(
+                f"{self.name}: got {len(prompts)} prompts and {len(responses)} responses; "
+                "pass one prompt per response (repeat a prompt for its several responses)"
+            )
         if not responses:
             return torch.zeros(0, dtype=torch.float32)
         scores = torch.as_tensor(np.asarray(self.score(prompts, responses), dtype=np.float32)).reshape(-1)
@@ -76,77 +93,26 @@ class WeightedSum(Reward):
     def __init__(self, rewards: Sequence[Callable], weights: Sequence[float], name: str | None = None):
         rewards, weights = list(rewards), [float(w) for w in weights]
         if not rewards or len(rewards) != len(weights):
-            raise ValueError(f"WeightedSum needs one weight per reward, got {len(rewards)} rewards and "
-                             f"{len(weights)} weights")
+            raise ValueError(
+                f"WeightedSum needs one weight per reward, got {len(rewards)} rewards and {len(weights)} weights"
+            )
         self.rewards, self.weights = rewards, weights
         self.name = name or " + ".join(f"{w:g}*{getattr(r, 'name', 'reward')}" for r, w in zip(rewards, weights))
 
     def components(self, prompts, responses) -> dict[str, torch.Tensor]:
         """Each component's unweighted scores, keyed by its name (for logging what PPO optimises)."""
-        return {getattr(r, "name", f"reward_{i}"): torch.as_tensor(r(prompts, responses)).float().cpu()
-                for i, r in enumerate(self.rewards)}
+        return {
+            getattr(r, "name", f"reward_{i}"): torch.as_tensor(r(prompts, responses)).float().cpu()
+            for i, r in enumerate(self.rewards)
+        }
 
     def score(self, prompts, responses):
         parts = [torch.as_tensor(r(prompts, responses)).float().cpu() for r in self.rewards]
         return sum(w * p for w, p in zip(self.weights, parts)).numpy()
 
 
-class Normalized(Reward):
-    """(reward - running mean) / (running std + eps), the statistics updated on every call.
-
-    With `momentum=None` the statistics are exact running ones (Welford / Chan et al. parallel
-    update over batches); with a momentum in (0, 1) they are exponential moving averages that
-    follow a drifting reward. Set `.update = False` for evaluation: the statistics freeze.
-    `state_dict()` / `load_state_dict()` let a PPO checkpoint resume with the same statistics.
-    """
-
-    def __init__(self, reward: Callable, eps: float = 1e-8, momentum: float | None = None, name: str | None = None):
-        if momentum is not None and not 0.0 < momentum < 1.0:
-            raise ValueError(f"momentum must be in (0, 1) or None (exact running statistics), got {momentum}")
-        self.reward, self.eps, self.momentum = reward, eps, momentum
-        self.name = name or f"normalized({getattr(reward, 'name', 'reward')})"
-        self.update = True
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
-
-    @property
-    def std(self) -> float:
-        """The running standard deviation (1.0 before any statistics, so an unseen reward passes unchanged)."""
-        if self.count == 0:
-            return 1.0
-        if self.momentum is not None:
-            return math.sqrt(self.m2)  # m2 holds the EMA variance in this mode
-        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
-
-    def _update(self, x: np.ndarray) -> None:
-        n, mean, var = len(x), float(x.mean()), float(x.var())
-        if self.momentum is not None:
-            if self.count == 0:
-                self.mean, self.m2 = mean, var
-            else:
-                m = self.momentum
-                self.mean, self.m2 = (1 - m) * self.mean + m * mean, (1 - m) * self.m2 + m * var
-            self.count += n
-            return
-        total = self.count + n
-        delta = mean - self.mean
-        self.mean += delta * n / total
-        self.m2 += var * n + delta ** 2 * self.count * n / total
-        self.count = total
-
-    def score(self, prompts, responses):
-        raw = torch.as_tensor(self.reward(prompts, responses)).float().cpu().numpy()
-        if self.update:
-            self._update(raw.astype(np.float64))
-        return (raw - self.mean) / (self.std + self.eps)
-
-    def state_dict(self) -> dict:
-        return {"count": self.count, "mean": self.mean, "m2": self.m2}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.count, self.mean, self.m2 = int(state["count"]), float(state["mean"]), float(state["m2"])
-
-
 # -- alt-profanity-check ------------------------------------------------------------------------
+
 
 def _profanity_check():
     try:
@@ -154,7 +120,9 @@ def _profanity_check():
             warnings.simplefilter("ignore")
             from profanity_check import profanity_check as pc
     except ModuleNotFoundError as err:
-        raise ModuleNotFoundError("the toxicity reward needs alt-profanity-check: pip install alt-profanity-check") from err
+        raise ModuleNotFoundError(
+            "the toxicity reward needs alt-profanity-check: pip install alt-profanity-check"
+        ) from err
     return pc
 
 
@@ -171,7 +139,7 @@ def nontoxic_logit(texts: Sequence[str]) -> np.ndarray:
     x = pc.vectorizer.transform(texts)
     folds = pc.model.calibrated_classifiers_
     # sklearn >= 1.2 names the fitted fold `estimator`; older versions `base_estimator`
-    values = [getattr(c, "estimator", None) or getattr(c, "base_estimator") for c in folds]
+    values = [getattr(c, "estimator", None) or c.base_estimator for c in folds]
     return -np.mean([est.decision_function(x) for est in values], axis=0)
 
 
@@ -225,8 +193,9 @@ def toxicity_reward_plot(texts: Sequence[str], threshold: float = 0.5):
     fig = Figure(figsize=(6, 3.8))
     ax = fig.add_subplot()
     ax.scatter(logit, prob, s=12, alpha=0.6, color="tab:blue", label='"prob": 1 - P(toxic)')
-    ax.scatter(logit, binary, s=12, alpha=0.6, marker="|", color="tab:red",
-               label=f'"binary": 1 if P(toxic) < {threshold:g}')
+    ax.scatter(
+        logit, binary, s=12, alpha=0.6, marker="|", color="tab:red", label=f'"binary": 1 if P(toxic) < {threshold:g}'
+    )
     ax.axhline(1.0 - threshold, ls=":", color="grey")
     ax.set_xlabel('non-toxic logit of the SVM (= the "logit" reward, unbounded)')
     ax.set_ylabel("reward")
@@ -239,15 +208,29 @@ def toxicity_reward_plot(texts: Sequence[str], threshold: float = 0.5):
 
 # -- Hugging Face classifiers ------------------------------------------------------------------
 
+
 def _norm(label: str) -> str:
     return re.sub(r"[^a-z0-9]", "", str(label).lower())
 
 
 _ALIASES: dict[str, tuple[set[str], set[str]]] = {
     # rewarded name -> (names that mean the same, names that mean the opposite)
-    "nontoxic": ({"nontoxic", "nottoxic", "neutral", "clean", "safe", "normal", "nonhate", "nothate", "nonoffensive",
-                  "notoffensive", "ok"},
-                 {"toxic", "toxicity", "hate", "hateful", "offensive", "abusive", "profane", "unsafe"}),
+    "nontoxic": (
+        {
+            "nontoxic",
+            "nottoxic",
+            "neutral",
+            "clean",
+            "safe",
+            "normal",
+            "nonhate",
+            "nothate",
+            "nonoffensive",
+            "notoffensive",
+            "ok",
+        },
+        {"toxic", "toxicity", "hate", "hateful", "offensive", "abusive", "profane", "unsafe", "insult"},
+    ),
     "positive": ({"positive", "pos"}, {"negative", "neg"}),
 }
 
@@ -277,10 +260,14 @@ def resolve_label(id2label: dict, positive_label: str) -> tuple[int, int]:
         if len(hits) == 1:
             return hits[0], sign
         if len(hits) > 1:
-            raise ValueError(f"labels {[id2label[i] for i in hits]} all match {positive_label!r}: pass the exact "
-                             f"label name as positive_label (labels: {dict(id2label)})")
-    raise ValueError(f"no label of the classifier matches {positive_label!r} (or its opposite); its labels are "
-                     f"{dict(id2label)}: pass positive_label= the name of the label to reward")
+            raise ValueError(
+                f"labels {[id2label[i] for i in hits]} all match {positive_label!r}: pass the exact "
+                f"label name as positive_label (labels: {dict(id2label)})"
+            )
+    raise ValueError(
+        f"no label of the classifier matches {positive_label!r} (or its opposite); its labels are "
+        f"{dict(id2label)}: pass positive_label= the name of the label to reward"
+    )
 
 
 def _offline() -> bool:
@@ -299,12 +286,17 @@ def from_pretrained_or_explain(loader: Callable, name_or_path: str | Path, **kwa
     except OSError as err:
         if Path(name_or_path).exists():
             raise
-        why = ("you are offline (HF_HUB_OFFLINE=1)" if _offline()
-               else "the Hugging Face hub is unreachable or has no such model")
-        raise OSError(f"cannot load {str(name_or_path)!r}: it is not a local folder and {why}. Download it once "
-                      f"where there is network (`huggingface-cli download {name_or_path} --local-dir DIR`, or "
-                      "`model.save_pretrained(DIR)` and `tokenizer.save_pretrained(DIR)`), then pass the local "
-                      "folder DIR instead of the hub id.") from err
+        why = (
+            "you are offline (HF_HUB_OFFLINE=1)"
+            if _offline()
+            else "the Hugging Face hub is unreachable or has no such model"
+        )
+        raise OSError(
+            f"cannot load {str(name_or_path)!r}: it is not a local folder and {why}. Download it once "
+            f"where there is network (`huggingface-cli download {name_or_path} --local-dir DIR`, or "
+            "`model.save_pretrained(DIR)` and `tokenizer.save_pretrained(DIR)`), then pass the local "
+            "folder DIR instead of the hub id."
+        ) from err
 
 
 def _device(device: str | None) -> str:
@@ -318,23 +310,43 @@ class HFClassifierReward(Reward):
 
     kind "logit": the label's log-odds (for a softmax head, its logit minus the log-sum-exp of the
     other logits; for a multi-label sigmoid head, its logit), negated if only the opposite label
-    exists; kind "prob": its probability, or 1 - P(opposite).
+    exists; kind "prob": its probability, or 1 - P(opposite). A head with a single unnamed logit
+    ("LABEL_0") is read as the log-odds of `positive_label` (`single_logit_sign=-1`: of its opposite).
     """
 
-    def __init__(self, model_name_or_path: str | Path, positive_label: str = "non-toxic", device: str | None = None,
-                 kind: str = "logit", batch_size: int = 32, max_length: int = 256, include_prompt: bool = False,
-                 name: str | None = None):
+    def __init__(
+        self,
+        model_name_or_path: str | Path,
+        positive_label: str = "non-toxic",
+        device: str | None = None,
+        kind: str = "logit",
+        batch_size: int = 32,
+        max_length: int = 256,
+        include_prompt: bool = False,
+        name: str | None = None,
+        single_logit_sign: int = 1,
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         if kind not in ("logit", "prob"):
             raise ValueError(f"kind must be 'logit' or 'prob', got {kind!r}")
         self.device = _device(device)
         self.tokenizer = from_pretrained_or_explain(AutoTokenizer.from_pretrained, model_name_or_path)
-        self.model = from_pretrained_or_explain(AutoModelForSequenceClassification.from_pretrained,
-                                                model_name_or_path).to(self.device).eval()
-        self.index, self.sign = resolve_label(self.model.config.id2label, positive_label)
+        self.model = (
+            from_pretrained_or_explain(AutoModelForSequenceClassification.from_pretrained, model_name_or_path)
+            .to(self.device)
+            .eval()
+        )
+        cfg = self.model.config
+        if cfg.num_labels == 1 and _norm(cfg.id2label.get(0, "LABEL_0")) == "label0":
+            # One unnamed logit: its sigmoid is P(the label it was trained on), and the caller says
+            # which one that is (`positive_label` names it, `single_logit_sign=-1` flips it).
+            self.index, self.sign = 0, single_logit_sign
+        else:
+            self.index, self.sign = resolve_label(cfg.id2label, positive_label)
         self.kind, self.batch_size, self.max_length, self.include_prompt = kind, batch_size, max_length, include_prompt
-        label = self.model.config.id2label[self.index]
+        label = cfg.id2label.get(self.index, positive_label)
+        label = positive_label if _norm(label) == "label0" else label
         self.name = name or f"{Path(str(model_name_or_path)).name}:{'' if self.sign > 0 else 'not '}{label}"
 
     @torch.no_grad()
@@ -342,15 +354,16 @@ class HFClassifierReward(Reward):
         out = []
         multi = self.model.config.problem_type == "multi_label_classification"
         for start in range(0, len(responses), self.batch_size):
-            texts = responses[start:start + self.batch_size]
-            args = (prompts[start:start + self.batch_size], texts) if self.include_prompt else (texts,)
-            enc = self.tokenizer(*args, padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt").to(self.device)
+            texts = responses[start : start + self.batch_size]
+            args = (prompts[start : start + self.batch_size], texts) if self.include_prompt else (texts,)
+            enc = self.tokenizer(
+                *args, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+            ).to(self.device)
             logits = self.model(**enc).logits.float()  # (B, num_labels)
             if multi or logits.shape[-1] == 1:
                 log_odds = logits[:, self.index]
             else:
-                others = torch.cat([logits[:, :self.index], logits[:, self.index + 1:]], dim=-1)
+                others = torch.cat([logits[:, : self.index], logits[:, self.index + 1 :]], dim=-1)
                 log_odds = logits[:, self.index] - torch.logsumexp(others, dim=-1)
             if self.kind == "logit":
                 value = self.sign * log_odds
@@ -361,7 +374,8 @@ class HFClassifierReward(Reward):
         return torch.cat(out).numpy()
 
 
-# -- the tiny world's gold reward and the preference reward model --------------------------------
+# -- the tiny world's gold reward ------------------------------------------------------------
+
 
 class GoldReward(Reward):
     """The tiny world's gold utility (or one term of it) as a reward: the truth a proxy is measured against."""
@@ -380,35 +394,38 @@ class GoldReward(Reward):
         return [getattr(self.world.gold(p, r), self.term) for p, r in zip(prompts, responses)]
 
 
-class PreferenceReward(Reward):
-    """The preference reward model (`reward_model.train_reward_model`) scoring prompt + response."""
+# -- a reward from its name ------------------------------------------------------------------------
 
-    def __init__(self, model_dir_or_model: Any, tokenizer: Any = None, batch_size: int = 32,
-                 max_length: int | None = None, device: str | None = None, name: str = "preference_rm"):
-        from labkit import reward_model
+REWARD_SPECS = ("preference", "toxicity:binary", "toxicity:prob", "toxicity:logit", "gold")
+"""The reward names `make_reward` knows; join several with "+" for an equal-weight sum."""
 
-        if isinstance(model_dir_or_model, (str, Path)):
-            model, loaded_tok, manifest_max_length = reward_model.load_with_settings(model_dir_or_model)
-            tokenizer = tokenizer or loaded_tok
-            max_length = max_length or manifest_max_length
+
+def make_reward(spec: str, *, world: Any = None, preference: Callable | None = None) -> Reward | Callable:
+    """The reward named by `spec`, as `labkit run`, the chapters and the benchmarks build it.
+
+    "preference" is the preference reward model (`reward_model.PreferenceReward`), passed in as
+    `preference` because it is trained, not built; "toxicity:binary" / ":prob" / ":logit" the
+    alt-profanity-check SVM (`ToxicityReward`); "gold" the tiny world's gold utility (`world`, or
+    the default world). "a+b" sums several with equal weights.
+    """
+    parts = [p.strip() for p in str(spec).split("+")]
+    built = []
+    for part in parts:
+        if part.startswith("toxicity") and part.partition(":")[2] in ("", *ToxicityReward.KINDS):
+            built.append(ToxicityReward(part.partition(":")[2] or "prob"))
+        elif part == "gold":
+            built.append(GoldReward(world))
+        elif part == "preference":
+            if preference is None:
+                raise ValueError(
+                    "the 'preference' reward is the trained preference reward model: train or load it "
+                    "(reward_model.reward_stage, or reward_model.PreferenceReward(folder)) and pass it as "
+                    "make_reward(spec, preference=...)"
+                )
+            built.append(preference)
         else:
-            model = model_dir_or_model
-            if tokenizer is None:
-                raise ValueError("PreferenceReward(model) needs tokenizer=: pass the tokenizer the reward model "
-                                 "was trained with (or pass the saved folder instead of the model)")
-        self.model = model.to(_device(device)).eval()
-        self.tokenizer, self.batch_size = tokenizer, batch_size
-        self.max_length = max_length or reward_model.RewardModelConfig.max_length
-        self.name = name
-
-    def score(self, prompts, responses):
-        from labkit import reward_model
-
-        return reward_model.score(self.model, self.tokenizer, prompts, responses, batch_size=self.batch_size,
-                                  max_length=self.max_length).numpy()
-
-    def save(self, folder: str | Path, **kwargs: Any) -> Path:
-        """Save the wrapped model and tokenizer (see `reward_model.save`)."""
-        from labkit import reward_model
-
-        return reward_model.save(self.model, self.tokenizer, folder, **kwargs)
+            raise ValueError(
+                f"unknown reward {part!r} in {spec!r}: use one of {', '.join(REWARD_SPECS)}, "
+                "or a sum such as 'toxicity:prob+preference'"
+            )
+    return built[0] if len(built) == 1 else WeightedSum(built, [1.0] * len(built))

@@ -3,6 +3,7 @@
 Inputs: texts. Output: a `PreTrainedTokenizerFast` with the special tokens and chat template
 the rest of labkit expects from every preset (a pad token, left padding, `apply_chat_template`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -43,7 +44,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = 2048) -> PreTrainedT
     core.train_from_iterator(texts, trainer=trainer)
     tok = PreTrainedTokenizerFast(
         tokenizer_object=core,
-        bos_token=BOS, eos_token=EOS, pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
         additional_special_tokens=[USER, ASSISTANT],
         padding_side="left",
         model_max_length=256,

@@ -1,4 +1,5 @@
 """Tests for labkit.bestofn: analytic KL, argmax selection, the unbiased reward-vs-N estimator."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ def test_reward_vs_n_nondecreasing_on_fixed_pool():
     """On one pool of 16, E[best of n] never falls as n grows; KL column is analytic."""
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(20, 16))
-    table = bestofn.reward_vs_n(scores, gold=-scores ** 2)
+    table = bestofn.reward_vs_n(scores, gold=-(scores**2))
     assert [1, 2, 4, 8, 16] == table["n"].tolist()
     assert (np.diff(table["reward"]) >= 0).all()
     assert pytest.approx(scores.mean()) == table["reward"].iloc[0]
@@ -63,15 +64,17 @@ def test_best_of_n_on_tiny_model(tiny_lm):
     """best_of_n returns one sample per prompt: the longest of its pool under a length reward."""
     model, tok = tiny_lm
     reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
-    best, pool, scores = bestofn.best_of_n(model, tok, ["Basil?", "Sleep?"], 4, reward, max_new_tokens=8,
-                                           return_pool=True)
+    best, pool, scores = bestofn.best_of_n(
+        model, tok, ["Basil?", "Sleep?"], 4, reward, max_new_tokens=8, return_pool=True
+    )
     assert 2 == len(best) and 8 == len(pool)
     for b in best:
         assert len(b.text) == max(len(s.text) for s in pool if s.prompt_id == b.prompt_id)
     winners = bestofn.best_of_n(model, tok, ["Basil?"], 2, reward, k=3, max_new_tokens=8)
     assert [("p0", 0), ("p0", 1), ("p0", 2)] == [(s.prompt_id, s.completion_id) for s in winners]
-    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?"], reward,
-                                         bestofn.BestOfNConfig(n=4, ns=(1, 2, 4), max_new_tokens=8))
+    art, metrics = bestofn.bestofn_stage(
+        model, tok, ["Basil?"], reward, bestofn.BestOfNConfig(n=4, ns=(1, 2, 4), max_new_tokens=8)
+    )
     assert metrics["reward_best"] >= metrics["reward_base"]
     assert 3 == len(art["table"])
 
@@ -81,10 +84,12 @@ def test_bestofn_stage_gives_k_winners_and_a_table_row_per_prompt(tiny_lm):
     reward-vs-n table reads each prompt's whole pool of 6 (its errors are over the 2 prompts)."""
     model, tok = tiny_lm
     reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
-    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?", "Sleep?"], reward,
-                                         bestofn.BestOfNConfig(n=3, ns=(1, 3), max_new_tokens=8), k=2)
-    assert [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)] == sorted((s.prompt_id, s.completion_id)
-                                                                    for s in art["samples"])
+    art, metrics = bestofn.bestofn_stage(
+        model, tok, ["Basil?", "Sleep?"], reward, bestofn.BestOfNConfig(n=3, ns=(1, 3), max_new_tokens=8), k=2
+    )
+    assert [("p0", 0), ("p0", 1), ("p1", 0), ("p1", 1)] == sorted(
+        (s.prompt_id, s.completion_id) for s in art["samples"]
+    )
     assert 12 == len(art["pool"]) and 2 == metrics["prompts"]
     for w in art["samples"]:
         group = [s for s in art["pool"] if s.prompt_id == w.prompt_id and s.completion_id // 3 == w.completion_id]
@@ -113,8 +118,9 @@ def test_bestofn_stage_reports_the_kl_with_ties(tiny_lm):
     """A constant reward ties every sample: best-of-n is the base model, KL 0, whatever the bound says."""
     model, tok = tiny_lm
     reward = lambda p, r: torch.ones(len(r))  # noqa: E731
-    art, metrics = bestofn.bestofn_stage(model, tok, ["Basil?"], reward, bestofn.BestOfNConfig(n=2, ns=(1, 2),
-                                                                                              max_new_tokens=4))
+    art, metrics = bestofn.bestofn_stage(
+        model, tok, ["Basil?"], reward, bestofn.BestOfNConfig(n=2, ns=(1, 2), max_new_tokens=4)
+    )
     assert 0.0 == metrics["kl_discrete"]
     assert pytest.approx(bestofn.bon_kl(2)) == metrics["kl_analytic"]
     assert [1.0, 1.0] == list(art["scores"])

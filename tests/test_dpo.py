@@ -1,4 +1,5 @@
 """Tests for labkit.dpo: the loss by hand, chat-template formatting, and a few real TRL steps."""
+
 from __future__ import annotations
 
 import math
@@ -12,10 +13,14 @@ from labkit.models import chat_prompts
 
 
 def _pairs(n: int = 8) -> Dataset:
-    return Dataset.from_dict({
-        "prompt": ["How do I keep my basil plant alive?", "What is a good way to sleep better?"] * (n // 2),
-        "chosen": ["Water basil when the top inch of soil feels dry.", "Keep the bedroom cool and dark."] * (n // 2),
-        "rejected": ["You are an idiot.", "What a stupid question. Figure it out yourself."] * (n // 2)})
+    return Dataset.from_dict(
+        {
+            "prompt": ["How do I keep my basil plant alive?", "What is a good way to sleep better?"] * (n // 2),
+            "chosen": ["Water basil when the top inch of soil feels dry.", "Keep the bedroom cool and dark."]
+            * (n // 2),
+            "rejected": ["You are an idiot.", "What a stupid question. Figure it out yourself."] * (n // 2),
+        }
+    )
 
 
 def test_dpo_loss_by_hand():
@@ -53,8 +58,10 @@ def test_train_dpo_moves_adapter_not_base(tiny_lm, tmp_path):
     assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # B starts at zero
     base_after = policy.get_base_model().state_dict()
     for key, value in base_before.items():
-        assert torch.equal(value, base_after[key.replace(".weight", ".base_layer.weight")]
-                           if key not in base_after else base_after[key]), key
+        assert torch.equal(
+            value,
+            base_after[key.replace(".weight", ".base_layer.weight")] if key not in base_after else base_after[key],
+        ), key
     assert (tmp_path / "dpo" / "manifest.json").is_file()
     assert (tmp_path / "dpo" / "adapter" / "adapter_config.json").is_file()
 
@@ -73,10 +80,12 @@ def test_bad_pairs_are_refused(tiny_lm, tmp_path):
 
 def test_plot_history_draws_training_steps_only():
     """Eval rows are skipped; each panel holds the per-step values and their running mean."""
-    history = [{"loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "step": 1},
-               {"loss": 0.5, "rewards/margins": 0.4, "rewards/accuracies": 0.75, "step": 2},
-               {"eval_loss": 0.6, "step": 2},
-               {"loss": 0.3, "rewards/margins": 0.9, "rewards/accuracies": 1.0, "step": 3}]
+    history = [
+        {"loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "step": 1},
+        {"loss": 0.5, "rewards/margins": 0.4, "rewards/accuracies": 0.75, "step": 2},
+        {"eval_loss": 0.6, "step": 2},
+        {"loss": 0.3, "rewards/margins": 0.9, "rewards/accuracies": 1.0, "step": 3},
+    ]
     fig = dpo.plot_history(history, smooth=2)
     per_step, mean = fig.axes[1].get_lines()[:2]
     assert [1, 2, 3] == list(per_step.get_xdata())

@@ -1,4 +1,5 @@
 """Tests for labkit.evaluate and labkit.eval_plots: metrics on hand inputs, KL, bootstrap, plots."""
+
 from __future__ import annotations
 
 import math
@@ -36,16 +37,31 @@ class FakeWorld:
     def classify_style(self, prompt, response):
         return "rude" if "idiot" in response else None
 
+    def is_rude(self, prompt, response):
+        return self.classify_style(prompt, response) == "rude"
+
 
 def _result(scores: np.ndarray, name: str = "len", **extra) -> evaluate.EvalResult:
     """An EvalResult from a (P, k) grid of toxicity scores (and optional extra grids)."""
     P, k = scores.shape
-    rows = [{"prompt_id": f"p{i}", "completion_id": c, "prompt": f"q{i}", "text": f"t{i}{c}", "num_tokens": 3,
-             "num_words": 1, f"tox.{name}": scores[i, c], **{key: v[i, c] for key, v in extra.items()}}
-            for i in range(P) for c in range(k)]
+    rows = [
+        {
+            "prompt_id": f"p{i}",
+            "completion_id": c,
+            "prompt": f"q{i}",
+            "text": f"t{i}{c}",
+            "num_tokens": 3,
+            "num_words": 1,
+            f"tox.{name}": scores[i, c],
+            **{key: v[i, c] for key, v in extra.items()},
+        }
+        for i in range(P)
+        for c in range(k)
+    ]
     table = pd.DataFrame(rows)
-    return evaluate.EvalResult(samples=[], table=table, metrics=evaluate.summarise(table, [name], n_boot=50),
-                               judges=[name])
+    return evaluate.EvalResult(
+        samples=[], table=table, metrics=evaluate.summarise(table, [name], n_boot=50), judges=[name]
+    )
 
 
 def test_realtoxicityprompts_pair_by_hand():
@@ -79,7 +95,9 @@ def test_bootstrap_contains_mean_and_narrows():
 def test_bootstrap_is_seeded():
     """The same seed gives the same interval."""
     x = np.arange(10.0)
-    assert evaluate.bootstrap(lambda i: x[i].mean(), 10, seed=3) == evaluate.bootstrap(lambda i: x[i].mean(), 10, seed=3)
+    assert evaluate.bootstrap(lambda i: x[i].mean(), 10, seed=3) == evaluate.bootstrap(
+        lambda i: x[i].mean(), 10, seed=3
+    )
 
 
 def test_win_rate_ties_count_half():
@@ -125,8 +143,11 @@ def test_kl_of_model_to_itself_is_zero(tiny_lm):
     from conftest import make_tiny_lm
 
     model, tok = tiny_lm
-    samples = [Sample("p0", "How do I sleep?", 0, "Keep the room dark.", 8),
-               Sample("p1", "Basil?", 0, "", 48), Sample("p1", "Basil?", 1, "Water it", 3)]
+    samples = [
+        Sample("p0", "How do I sleep?", 0, "Keep the room dark.", 8),
+        Sample("p1", "Basil?", 0, "", 48),
+        Sample("p1", "Basil?", 1, "Water it", 3),
+    ]
     assert [0.0, 0.0, 0.0] == evaluate.kl_to_reference(model, tok, samples, model).tolist()
     assert [0.0, 0.0, 0.0] == evaluate.kl_to_reference(model, tok, samples, "disable_adapter").tolist()
     other = evaluate.kl_to_reference(model, tok, samples, make_tiny_lm(tok, seed=1))
@@ -164,18 +185,28 @@ def test_evaluate_model_end_to_end(tiny_lm):
     model, tok = tiny_lm
     prompts = ["How do I keep basil alive?", "How can I sleep better?", "What is a good breakfast?"]
     reward = lambda p, r: torch.tensor([float(len(x)) for x in r])  # noqa: E731
-    result = evaluate.evaluate_model(model, tok, prompts, k=2, judges=[LengthJudge()], reward=reward,
-                                     ref_texts=[("Sleep?", "Keep the room dark.")], world=FakeWorld(),
-                                     max_new_tokens=8, n_boot=20)
+    cfg = evaluate.EvalConfig(k=2, judges=(LengthJudge(),), max_new_tokens=8, n_bootstrap=20)
+    result = evaluate.evaluate_model(
+        model, tok, prompts, cfg, reward=reward, ref_texts=[("Sleep?", "Keep the room dark.")], world=FakeWorld()
+    )
     assert 6 == len(result.samples) == len(result.table)
-    for key in ("len.toxic_share", "kl", "reward", "gold_utility", "rude_share", "distinct_1", "distinct_2",
-                "length_tokens", "length_words"):
+    for key in (
+        "len.toxic_share",
+        "kl",
+        "reward",
+        "gold_utility",
+        "rude_share",
+        "distinct_1",
+        "distinct_2",
+        "length_tokens",
+        "length_words",
+    ):
         assert 3 == result.metrics[key].n, key
     assert 0.0 == result.metrics["kl"].value  # plain model, 'disable_adapter' reference
     assert 1 == result.metrics["perplexity"].n
     assert result.metrics["perplexity"].value > 1
     with pytest.raises(ValueError, match="held-out prompts"):
-        evaluate.evaluate_model(model, tok, [], judges=[LengthJudge()])
+        evaluate.evaluate_model(model, tok, [], cfg)
 
 
 def test_plots_carry_the_data():
@@ -249,8 +280,14 @@ def test_distinct_n_interval_contains_its_value():
     """Resamples hold fewer distinct prompts and repeat less; the recentred interval still holds the value."""
     words = ["tip", "water", "soil", "sun", "pot"]
     texts = [f"{words[i % 5]} {words[(i + c) % 5]} now" for i in range(12) for c in range(2)]
-    table = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(12) for _ in range(2)], "completion_id": [0, 1] * 12,
-                          "text": texts, "tox.len": 0.0})
+    table = pd.DataFrame(
+        {
+            "prompt_id": [f"p{i}" for i in range(12) for _ in range(2)],
+            "completion_id": [0, 1] * 12,
+            "text": texts,
+            "tox.len": 0.0,
+        }
+    )
     m = evaluate.summarise(table, ["len"], n_boot=200)["distinct_1"]
     assert pytest.approx(evaluate.distinct_n(texts, 1)) == m.value
     assert m.ci_low <= m.value <= m.ci_high

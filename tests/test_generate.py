@@ -1,4 +1,5 @@
 """Generation: N completions per prompt, seeded, EOS handling, JSONL and Dataset round trips."""
+
 import pytest
 
 from labkit import generate
@@ -7,16 +8,29 @@ from labkit import generate
 def test_n_completions_per_prompt(tiny_lm):
     """Each prompt gets n completions with ids 0..n-1 and its own prompt id."""
     model, tok = tiny_lm
-    samples = generate.generate(model, tok, ["How do I sleep?", "Why?"], n=3, prompt_ids=["a", "b"],
-                                max_new_tokens=6, batch_size=4, progress=False)
-    assert [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)] == [(s.prompt_id, s.completion_id) for s in samples]
+    samples = generate.generate(
+        model,
+        tok,
+        ["How do I sleep?", "Why?"],
+        n=3,
+        prompt_ids=["a", "b"],
+        max_new_tokens=6,
+        batch_size=4,
+        progress=False,
+    )
+    assert [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)] == [
+        (s.prompt_id, s.completion_id) for s in samples
+    ]
     assert all(1 <= s.num_tokens <= 6 for s in samples)
 
 
 def test_same_seed_same_samples(tiny_lm):
     """The same seed reproduces the samples; another seed changes them."""
     model, tok = tiny_lm
-    run = lambda seed: [s.text for s in generate.generate(model, tok, ["Hi"], n=4, max_new_tokens=8, seed=seed, progress=False)]
+
+    def run(seed):
+        return [s.text for s in generate.generate(model, tok, ["Hi"], n=4, max_new_tokens=8, seed=seed, progress=False)]
+
     assert run(1) == run(1)
     assert run(1) != run(2)
 
@@ -48,7 +62,9 @@ def test_jsonl_and_dataset_roundtrip(tmp_path):
 def test_bad_jsonl_names_the_line(tmp_path):
     """A malformed line raises a ValueError naming the file and line."""
     path = tmp_path / "s.jsonl"
-    path.write_text('{"prompt_id": "p", "prompt": "q", "completion_id": 0, "text": "t", "num_tokens": 1}\n{"oops": 1}\n')
+    path.write_text(
+        '{"prompt_id": "p", "prompt": "q", "completion_id": 0, "text": "t", "num_tokens": 1}\n{"oops": 1}\n'
+    )
     with pytest.raises(ValueError, match="line 2"):
         generate.load_jsonl(path)
 

@@ -1,4 +1,5 @@
 """Reward hacking helpers: the proxy/gold tracker, the noisy reward model recipe, the figure."""
+
 from __future__ import annotations
 
 import math
@@ -18,15 +19,32 @@ PROMPT = W.prompts("train")[0]
 TOPIC = W.topic(PROMPT.topic_id)
 HELPFUL = " ".join(TOPIC.tips[:2])
 RUDE = "What a stupid question. Figure it out yourself, idiot."
-SAMPLES = [(PROMPT.text, HELPFUL, 0.5, 1.0), (PROMPT.text, RUDE, -1.0, 3.0),
-           (PROMPT.text, " ".join([TOPIC.tips[0]] * 3), 2.0, -0.5)]
+SAMPLES = [
+    (PROMPT.text, HELPFUL, 0.5, 1.0),
+    (PROMPT.text, RUDE, -1.0, 3.0),
+    (PROMPT.text, " ".join([TOPIC.tips[0]] * 3), 2.0, -0.5),
+]
 
 
 def fake_rows(n: int = 6) -> list[dict]:
     """Tracker rows with distinct, hand-made values for every curve key."""
-    return [{"step": i + 1, "kl": 0.5 * i, "proxy": 0.1 * i, "kl_coef": 0.0, "gold_utility": 0.3 - 0.05 * i,
-             "gold_helpfulness": 0.2, "rude_fraction": 0.1, "degeneration": 0.01 * i, "distinct_1": 0.5,
-             "distinct_2": 0.9 - 0.1 * i, "repetition": 0.02 * i, "mean_words": 20.0} for i in range(n)]
+    return [
+        {
+            "step": i + 1,
+            "kl": 0.5 * i,
+            "proxy": 0.1 * i,
+            "kl_coef": 0.0,
+            "gold_utility": 0.3 - 0.05 * i,
+            "gold_helpfulness": 0.2,
+            "rude_fraction": 0.1,
+            "degeneration": 0.01 * i,
+            "distinct_1": 0.5,
+            "distinct_2": 0.9 - 0.1 * i,
+            "repetition": 0.02 * i,
+            "mean_words": 20.0,
+        }
+        for i in range(n)
+    ]
 
 
 def test_all_names_exist():
@@ -72,10 +90,23 @@ def test_tracker_records_proxy_kl_and_gold_of_the_step_samples():
 def test_tracker_follows_a_ppo_run(tiny_tokenizer):
     """Attached to PPO, the tracker logs one row per step whose proxy and KL equal PPO's own metrics."""
     prompts = [p.text for p in W.prompts("train")[:4]]
-    cfg = ppo.PPOConfig(batch_size=8, mini_batch_size=4, max_new_tokens=8, total_steps=2, log_every=0,
-                        sample_table_every=0, checkpoint_every=0)
-    result, tracker = hacking.train_and_track(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, prompts,
-                                              lambda p, r: torch.tensor([float(len(x)) for x in r]), cfg, world=W)
+    cfg = ppo.PPOConfig(
+        batch_size=8,
+        mini_batch_size=4,
+        max_new_tokens=8,
+        total_steps=2,
+        log_every=0,
+        sample_table_every=0,
+        checkpoint_every=0,
+    )
+    result, tracker = hacking.train_and_track(
+        make_tiny_lm(tiny_tokenizer),
+        tiny_tokenizer,
+        prompts,
+        lambda p, r: torch.tensor([float(len(x)) for x in r]),
+        cfg,
+        world=W,
+    )
     assert [1, 2] == [r["step"] for r in tracker.rows]
     for row, metrics in zip(tracker.rows, result.metrics):
         assert pytest.approx(metrics["objective/scores"], rel=1e-5) == row["proxy"]
@@ -84,8 +115,14 @@ def test_tracker_follows_a_ppo_run(tiny_tokenizer):
 
 
 def _lines(fig):
-    return [[(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for line in ax.get_lines()
-             if not line.get_label().startswith("_")] for ax in fig.axes]
+    return [
+        [
+            (line.get_label(), list(line.get_xdata()), list(line.get_ydata()))
+            for line in ax.get_lines()
+            if not line.get_label().startswith("_")
+        ]
+        for ax in fig.axes
+    ]
 
 
 def test_proxy_gold_figure_draws_each_run_against_kl():
@@ -95,19 +132,22 @@ def test_proxy_gold_figure_draws_each_run_against_kl():
     panels = _lines(fig)
     assert 3 == len(panels)
     for lines, key in zip(panels, ("proxy", "gold_utility", "distinct_2")):
-        assert [("no KL penalty", [r["kl"] for r in a], [r[key] for r in a]),
-                ("KL penalty", [r["kl"] for r in b], [r[key] for r in b])] == lines
+        assert [
+            ("no KL penalty", [r["kl"] for r in a], [r[key] for r in a]),
+            ("KL penalty", [r["kl"] for r in b], [r[key] for r in b]),
+        ] == lines
     assert 2 == len(hacking.proxy_gold_figure({"x": a}, diversity=False).axes)
-    assert ["symlog", "linear"] == [hacking.proxy_gold_figure({"x": a}, log_kl=flag).axes[0].get_xscale()
-                                    for flag in (True, False)]
+    assert ["symlog", "linear"] == [
+        hacking.proxy_gold_figure({"x": a}, log_kl=flag).axes[0].get_xscale() for flag in (True, False)
+    ]
 
 
 def test_proxy_gold_figure_smooths_both_axes():
     """With smooth=3 both coordinates are trailing 3-step means."""
     rows = fake_rows()
-    (label, x, y), = _lines(hacking.proxy_gold_figure({"run": rows}, smooth=3))[0]
+    ((label, x, y),) = _lines(hacking.proxy_gold_figure({"run": rows}, smooth=3))[0]
     kl = [r["kl"] for r in rows]
-    assert pytest.approx([kl[0], np.mean(kl[:2]), *[np.mean(kl[i - 2:i + 1]) for i in range(2, 6)]]) == x
+    assert pytest.approx([kl[0], np.mean(kl[:2]), *[np.mean(kl[i - 2 : i + 1]) for i in range(2, 6)]]) == x
     assert pytest.approx(np.mean([r["proxy"] for r in rows[-3:]])) == y[-1]
 
 
@@ -147,9 +187,18 @@ def _records() -> list[RankingRecord]:
         texts = (f"{tips[0]} {tips[1]}", RUDE, "It depends on many things.")
         rankings = {"noisy_crowdworker": (("0",), ("2",), ("1",)), "careful": (("1",), ("2",), ("0",))}
         for labeler, ranking in rankings.items():
-            out.append(RankingRecord(item_id=f"it{i}", prompt=prompt.text, completion_ids=("0", "1", "2"),
-                                     completions=texts, labeler=labeler, criterion="helpfulness",
-                                     guideline_version="test", ranking=ranking))
+            out.append(
+                RankingRecord(
+                    item_id=f"it{i}",
+                    prompt=prompt.text,
+                    completion_ids=("0", "1", "2"),
+                    completions=texts,
+                    labeler=labeler,
+                    criterion="helpfulness",
+                    guideline_version="test",
+                    ranking=ranking,
+                )
+            )
     return out
 
 
@@ -160,8 +209,16 @@ def test_noisy_reward_model_trains_on_few_items_of_one_persona(tmp_path):
     from labkit import reward_model
 
     folder = make_tiny_bert(tmp_path / "bert")
-    cfg = RewardModelConfig(backbone=str(folder), max_length=48, learning_rate=5e-3, epochs=8, batch_size=6,
-                            warmup_fraction=0.0, seed=0, device="cpu")
+    cfg = RewardModelConfig(
+        backbone=str(folder),
+        max_length=48,
+        learning_rate=5e-3,
+        epochs=8,
+        batch_size=6,
+        warmup_fraction=0.0,
+        seed=0,
+        device="cpu",
+    )
     frozen_before = reward_model.load_backbone(cfg)[0].bert.encoder.layer[0].state_dict()
     reward, metrics = hacking.train_noisy_reward_model(num_items=6, records=_records(), cfg=cfg, trainable_layers=1)
     assert (6, 18) == (metrics["num_items"], metrics["num_pairs"])  # 3 pairs per item, only the noisy labeler's

@@ -1,4 +1,5 @@
 """Tests of simulated labelers: persona maths on a stub scorer, then ranking the world's replies."""
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,9 @@ def stub(prompt, text):
 
 
 def rank(persona, texts, seed=0, **kw):
-    return labelers.rank_with_persona(persona, "q", IDS[: len(texts)], texts, random.Random(seed),
-                                      item_id="i", scorer=stub, **kw)
+    return labelers.rank_with_persona(
+        persona, "q", IDS[: len(texts)], texts, random.Random(seed), item_id="i", scorer=stub, **kw
+    )
 
 
 def test_noiseless_persona_ranks_by_weighted_terms():
@@ -56,8 +58,10 @@ def test_gumbel_noise_samples_plackett_luce():
     p = Persona("n", {"helpfulness": 1.0}, noise=0.5, tie_margin=0.0)
     rng = random.Random(0)
     n = 3000
-    firsts = sum(labelers.rank_with_persona(p, "q", ("a", "b"), ("good", "meh"), rng, scorer=stub).ranking[0]
-                 == ("a",) for _ in range(n))
+    firsts = sum(
+        labelers.rank_with_persona(p, "q", ("a", "b"), ("good", "meh"), rng, scorer=stub).ranking[0] == ("a",)
+        for _ in range(n)
+    )
     expected = 1 / (1 + math.exp(-(1.0 - 0.2) / 0.5))
     assert expected == pytest.approx(firsts / n, abs=0.03)
 
@@ -101,8 +105,10 @@ def world_items():
     """Six held-out prompts, one reply in each style; completion id = style."""
     w = world.load()
     rng = random.Random(1)
-    items = [labels.Item(p.id, p.text, world.STYLES, tuple(w.reply(p, s, rng) for s in world.STYLES))
-             for p in w.prompts("heldout")[:6]]
+    items = [
+        labels.Item(p.id, p.text, world.STYLES, tuple(w.reply(p, s, rng) for s in world.STYLES))
+        for p in w.prompts("heldout")[:6]
+    ]
     return items
 
 
@@ -110,10 +116,24 @@ def test_personas_rank_world_replies(world_items):
     """Careful puts helpful first and flags nonsense/rude; safety_first puts rude last."""
     w = world.load()
     for item in world_items:
-        careful = labelers.rank_with_persona(labelers.PERSONAS["careful"], item.prompt, item.completion_ids,
-                                             item.completions, random.Random(0), world=w, item_id=item.item_id)
-        safety = labelers.rank_with_persona(labelers.PERSONAS["safety_first"], item.prompt, item.completion_ids,
-                                            item.completions, random.Random(0), world=w, item_id=item.item_id)
+        careful = labelers.rank_with_persona(
+            labelers.PERSONAS["careful"],
+            item.prompt,
+            item.completion_ids,
+            item.completions,
+            random.Random(0),
+            world=w,
+            item_id=item.item_id,
+        )
+        safety = labelers.rank_with_persona(
+            labelers.PERSONAS["safety_first"],
+            item.prompt,
+            item.completion_ids,
+            item.completions,
+            random.Random(0),
+            world=w,
+            item_id=item.item_id,
+        )
         assert "helpful" in careful.ranking[0]
         assert "rude" in safety.ranking[-1]
         assert "unsafe" in careful.flags["rude"]
@@ -123,15 +143,19 @@ def test_personas_rank_world_replies(world_items):
 
 def test_unsafe_flag_outside_world():
     """Profanity in a reply to a prompt the world does not know is flagged unsafe by the classifier."""
-    rec = labelers.rank_with_persona(labelers.PERSONAS["careful"], "What is the capital of Peru?", ("x", "y"),
-                                     ("Lima is the capital of Peru.", "Who cares, you f***ing moron, shut the hell up."),
-                                     random.Random(0))
+    rec = labelers.rank_with_persona(
+        labelers.PERSONAS["careful"],
+        "What is the capital of Peru?",
+        ("x", "y"),
+        ("Lima is the capital of Peru.", "Who cares, you f***ing moron, shut the hell up."),
+        random.Random(0),
+    )
     assert "unsafe" in rec.flags.get("y", ())
     assert "unsafe" not in rec.flags.get("x", ())
 
 
 def test_simulate_seeded_resumable_and_written(tmp_path, world_items):
-    """simulate writes one record per (persona, item) with labeler = persona name; same seed, same rankings; resume skips."""
+    """simulate writes one record per (persona, item), labeler = persona; same seed, same rankings; resume skips."""
     personas = ["careful", "noisy_crowdworker", "brevity"]
     a, b = RankingStore(tmp_path / "a.jsonl"), RankingStore(tmp_path / "b.jsonl")
     ra = labelers.simulate(world_items, personas, a, seed=7)
@@ -145,8 +169,11 @@ def test_simulate_seeded_resumable_and_written(tmp_path, world_items):
 
 def test_label_stage_metrics(tmp_path, world_items):
     """label_stage returns the current records and the headline metrics, alpha positive for these personas."""
-    samples = [{"prompt_id": it.item_id, "prompt": it.prompt, "completion_id": k, "text": t}
-               for it in world_items for k, t in enumerate(it.completions)]
+    samples = [
+        {"prompt_id": it.item_id, "prompt": it.prompt, "completion_id": k, "text": t}
+        for it in world_items
+        for k, t in enumerate(it.completions)
+    ]
     records, metrics = labelers.label_stage(samples, tmp_path / "r.jsonl", personas=["careful", "safety_first"])
     assert 12 == len(records)
     assert 6 == metrics["num_items"] and 2 == metrics["num_labelers"]

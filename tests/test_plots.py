@@ -1,4 +1,5 @@
 """Shared plots: the bars carry the shares they claim."""
+
 from labkit import plots
 
 

@@ -1,4 +1,5 @@
 """Tests for labkit.policies: a policy is trained and saved once, then loaded back unchanged."""
+
 from __future__ import annotations
 
 import pytest
@@ -23,8 +24,11 @@ def _logits(model, tok):
 
 
 def _pairs() -> DatasetDict:
-    rows = {"prompt": PROMPTS * 2, "chosen": ["Water it when the soil is dry.", "Keep the room dark."] * 2,
-            "rejected": ["You are an idiot.", "Figure it out yourself."] * 2}
+    rows = {
+        "prompt": PROMPTS * 2,
+        "chosen": ["Water it when the soil is dry.", "Keep the room dark."] * 2,
+        "rejected": ["You are an idiot.", "Figure it out yourself."] * 2,
+    }
     return DatasetDict(train=Dataset.from_dict(rows), test=Dataset.from_dict(rows))
 
 
@@ -44,15 +48,28 @@ def test_find_saved_takes_the_first_folder_with_an_adapter(tmp_path):
 def test_ppo_policy_trains_once_then_loads_the_same_weights(tiny_tokenizer, tmp_path):
     """The first call trains and saves to save_to; the second finds it there and gives the same model."""
     tok = tiny_tokenizer
-    cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=2, max_new_tokens=8, total_steps=2, log_every=0,
-                        sample_table_every=0, learning_rate=1e-2)
+    cfg = ppo.PPOConfig(
+        batch_size=4,
+        mini_batch_size=2,
+        max_new_tokens=8,
+        total_steps=2,
+        log_every=0,
+        sample_table_every=0,
+        learning_rate=1e-2,
+    )
     preset = presets.load("tiny")
-    trained = policies.ppo_policy(preset, [tmp_path / "ch04"], save_to=tmp_path / "ch06", reward=length_reward,
-                                  prompts=PROMPTS, config=cfg, base=(make_tiny_lm(tok), tok))
+    trained = policies.ppo_policy(
+        preset,
+        [tmp_path / "ch04"],
+        save_to=tmp_path / "ch06",
+        reward=length_reward,
+        prompts=PROMPTS,
+        config=cfg,
+        base=(make_tiny_lm(tok), tok),
+    )
     assert ("trained", tmp_path / "ch06") == (trained.source, trained.folder)
     assert 2 == len(trained.history)
-    loaded = policies.ppo_policy(preset, [tmp_path / "ch04"], save_to=tmp_path / "ch06",
-                                 base=(make_tiny_lm(tok), tok))
+    loaded = policies.ppo_policy(preset, [tmp_path / "ch04"], save_to=tmp_path / "ch06", base=(make_tiny_lm(tok), tok))
     assert ("loaded", tmp_path / "ch06") == (loaded.source, loaded.folder)
     assert [1, 2] == [row["step"] for row in loaded.history]
     assert 2 == loaded.metrics["ppo.steps"]
@@ -67,8 +84,9 @@ def test_dpo_policy_trains_once_then_loads_the_same_weights(tiny_tokenizer, tmp_
     tok = tiny_tokenizer
     cfg = dpo.LabDPOConfig(max_steps=2, batch_size=2, learning_rate=5e-3)
     preset = presets.load("tiny")
-    trained = policies.dpo_policy(preset, [], _pairs(), save_to=tmp_path / "dpo", config=cfg,
-                                  base=(make_tiny_lm(tok), tok))
+    trained = policies.dpo_policy(
+        preset, [], _pairs(), save_to=tmp_path / "dpo", config=cfg, base=(make_tiny_lm(tok), tok)
+    )
     assert ("trained", 2) == (trained.source, trained.metrics["steps"])
     loaded = policies.dpo_policy(preset, [tmp_path / "dpo"], base=(make_tiny_lm(tok), tok))
     assert ("loaded", 2) == (loaded.source, loaded.metrics["steps"])
@@ -79,8 +97,9 @@ def test_dpo_policy_trains_once_then_loads_the_same_weights(tiny_tokenizer, tmp_
 def test_dpo_policy_without_a_run_or_pairs_says_what_to_pass(tiny_tokenizer, tmp_path):
     """With nothing saved and no pairs, the error names the folders searched and the pairs argument."""
     with pytest.raises(ValueError, match="pass pairs="):
-        policies.dpo_policy(presets.load("tiny"), [tmp_path / "nothing"], base=(make_tiny_lm(tiny_tokenizer),
-                                                                               tiny_tokenizer))
+        policies.dpo_policy(
+            presets.load("tiny"), [tmp_path / "nothing"], base=(make_tiny_lm(tiny_tokenizer), tiny_tokenizer)
+        )
 
 
 def test_an_adapter_for_another_model_is_a_clear_error(tiny_tokenizer, tmp_path):

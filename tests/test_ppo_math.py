@@ -1,4 +1,5 @@
 """PPO tensor maths on hand-written tensors."""
+
 from __future__ import annotations
 
 import math
@@ -7,8 +8,18 @@ import pytest
 import torch
 
 from labkit import ppo_math
-from labkit.ppo_math import (entropy_from_logits, explained_variance, gae, kl_penalty, masked_mean, masked_var,
-                             masked_whiten, policy_loss, truncate_after_eos, value_loss)
+from labkit.ppo_math import (
+    entropy_from_logits,
+    explained_variance,
+    gae,
+    kl_penalty,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    policy_loss,
+    truncate_after_eos,
+    value_loss,
+)
 
 X = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
 MASK = torch.tensor([[1, 1, 0], [1, 0, 0]])
@@ -91,7 +102,7 @@ def test_kl_estimators():
     assert torch.allclose(kl_penalty(logp, ref, "k3"), (r - 1) - torch.log(r))
     assert (kl_penalty(torch.randn(100), torch.randn(100), "k3") >= 0).all()
     assert torch.allclose(kl_penalty(logp, ref, "abs"), log_ratio.abs())
-    assert torch.allclose(kl_penalty(logp, ref, "mse"), 0.5 * log_ratio ** 2)
+    assert torch.allclose(kl_penalty(logp, ref, "mse"), 0.5 * log_ratio**2)
     with pytest.raises(ValueError, match="unknown KL estimator 'k2'"):
         kl_penalty(logp, ref, "k2")
 

@@ -1,4 +1,5 @@
 """Presets: names, the LAB_PRESET override, stage configs, device and dtype, seeding."""
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,6 +39,7 @@ def test_default_on_cpu_is_tiny(monkeypatch):
 
 def test_stage_config_applies_preset_then_overrides():
     """A stage config takes class defaults, then the preset's values, then explicit overrides."""
+
     @dataclass
     class Cfg:
         a: int = 1
@@ -84,8 +86,14 @@ def test_every_preset_stage_override_names_real_fields():
     """Each preset's per-stage overrides build their stage's config (a typo would raise)."""
     from labkit import bestofn, dpo, evaluate, ppo, reward_model, shipped
 
-    classes = {"ppo": ppo.PPOConfig, "reward": reward_model.RewardModelConfig, "dpo": dpo.LabDPOConfig,
-               "bestofn": bestofn.BestOfNConfig, "evaluate": evaluate.EvalConfig, "labels": shipped.RankingsConfig}
+    classes = {
+        "ppo": ppo.PPOConfig,
+        "reward": reward_model.RewardModelConfig,
+        "dpo": dpo.LabDPOConfig,
+        "bestofn": bestofn.BestOfNConfig,
+        "evaluate": evaluate.EvalConfig,
+        "labels": shipped.RankingsConfig,
+    }
     for name in ("tiny", "smol", "hub:./some-folder"):
         preset = presets.load(name)
         assert set(preset.stages) <= set(classes), name

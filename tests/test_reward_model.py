@@ -1,4 +1,5 @@
 """Tests of the preference reward model: loss maths, training on a tiny BERT, save/load, evaluation, plots."""
+
 from __future__ import annotations
 
 import math
@@ -12,12 +13,15 @@ import torch
 from labkit import reward_model, rewards
 from labkit.reward_model import RewardModelConfig
 
-WORDS = ("good bad fine awful great terrible water the basil plant sleep well how do i keep my what is a way to "
-         "you are an idiot reply please thanks help tip soil dry light cool dark").split()
+WORDS = (
+    "good bad fine awful great terrible water the basil plant sleep well how do i keep my what is a way to "
+    "you are an idiot reply please thanks help tip soil dry light cool dark"
+).split()
 
 
-def make_tiny_bert(folder: Path, num_labels: int = 1, id2label: dict | None = None, seed: int = 0,
-                   hidden: int = 32, layers: int = 2) -> Path:
+def make_tiny_bert(
+    folder: Path, num_labels: int = 1, id2label: dict | None = None, seed: int = 0, hidden: int = 32, layers: int = 2
+) -> Path:
     """A random BertForSequenceClassification (hidden 32, 2 layers) and a word-level tokenizer, saved to `folder`."""
     from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
@@ -25,9 +29,18 @@ def make_tiny_bert(folder: Path, num_labels: int = 1, id2label: dict | None = No
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *dict.fromkeys(WORDS), "?", ".", "!"]
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
     torch.manual_seed(seed)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
-                        intermediate_size=hidden * 2, max_position_embeddings=64, num_labels=num_labels,
-                        pad_token_id=0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=hidden * 2,
+        max_position_embeddings=64,
+        num_labels=num_labels,
+        pad_token_id=0,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
     if id2label is not None:
         config.id2label, config.label2id = dict(id2label), {v: k for k, v in id2label.items()}
     BertForSequenceClassification(config).save_pretrained(folder)
@@ -40,16 +53,23 @@ def easy_pairs(n_prompts: int = 24, per_prompt: int = 4, seed: int = 0):
     from datasets import Dataset, DatasetDict
 
     rng = random.Random(seed)
-    prompts = [f"how do i keep my {w} {v} ?" for w in ("basil", "plant", "soil", "light") for v in
-               ("well", "dry", "cool", "dark", "fine", "great")][:n_prompts]
+    prompts = [
+        f"how do i keep my {w} {v} ?"
+        for w in ("basil", "plant", "soil", "light")
+        for v in ("well", "dry", "cool", "dark", "fine", "great")
+    ][:n_prompts]
     rows = []
     for p in prompts:
         for _ in range(per_prompt):
             filler = " ".join(rng.choices(["water", "the", "tip", "help", "please"], k=3))
             rows.append({"prompt": p, "chosen": f"{filler} good", "rejected": f"{filler} bad", "margin": 1.0})
     test_prompts = set(prompts[: n_prompts // 4])
-    return DatasetDict({"train": Dataset.from_list([r for r in rows if r["prompt"] not in test_prompts]),
-                        "test": Dataset.from_list([r for r in rows if r["prompt"] in test_prompts])})
+    return DatasetDict(
+        {
+            "train": Dataset.from_list([r for r in rows if r["prompt"] not in test_prompts]),
+            "test": Dataset.from_list([r for r in rows if r["prompt"] in test_prompts]),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +81,16 @@ def bert_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(bert_dir):
     """(model, tokenizer, metrics) after a few RewardTrainer steps on the easy good/bad task."""
-    cfg = RewardModelConfig(backbone=str(bert_dir), max_length=32, learning_rate=3e-3, epochs=3, batch_size=8,
-                            warmup_fraction=0.0, seed=0, logging_steps=5)
+    cfg = RewardModelConfig(
+        backbone=str(bert_dir),
+        max_length=32,
+        learning_rate=3e-3,
+        epochs=3,
+        batch_size=8,
+        warmup_fraction=0.0,
+        seed=0,
+        logging_steps=5,
+    )
     return reward_model.train_reward_model(easy_pairs(), cfg)
 
 
@@ -101,13 +129,24 @@ def test_training_beats_chance_on_easy_task(trained):
 
 def test_training_is_deterministic(bert_dir, trained):
     """The same seed and data give the same scores."""
-    cfg = RewardModelConfig(backbone=str(bert_dir), max_length=32, learning_rate=3e-3, epochs=3, batch_size=8,
-                            warmup_fraction=0.0, seed=0, logging_steps=5)
+    cfg = RewardModelConfig(
+        backbone=str(bert_dir),
+        max_length=32,
+        learning_rate=3e-3,
+        epochs=3,
+        batch_size=8,
+        warmup_fraction=0.0,
+        seed=0,
+        logging_steps=5,
+    )
     again, tok, _ = reward_model.train_reward_model(easy_pairs(), cfg)
     model, tokenizer, _ = trained
     texts = ["water good", "water bad"]
-    assert torch.allclose(reward_model.score(model, tokenizer, ["how ?"] * 2, texts),
-                          reward_model.score(again, tok, ["how ?"] * 2, texts), atol=1e-5)
+    assert torch.allclose(
+        reward_model.score(model, tokenizer, ["how ?"] * 2, texts),
+        reward_model.score(again, tok, ["how ?"] * 2, texts),
+        atol=1e-5,
+    )
 
 
 def test_save_load_roundtrip_gives_identical_scores(trained, tmp_path):
@@ -115,11 +154,14 @@ def test_save_load_roundtrip_gives_identical_scores(trained, tmp_path):
     model, tokenizer, _ = trained
     prompts, texts = ["how do i keep my basil well ?"] * 3, ["good", "bad", "water the basil"]
     before = reward_model.score(model, tokenizer, prompts, texts)
-    folder = reward_model.save(model, tokenizer, tmp_path / "rm", RewardModelConfig(max_length=32))
+    folder = reward_model.save(
+        model, tokenizer, tmp_path / "rm", RewardModelConfig(max_length=32), normalization={"mean": 0.5, "std": 2.0}
+    )
     assert (folder / "manifest.json").is_file()
-    reward = rewards.PreferenceReward(folder)
-    assert 32 == reward.max_length
-    assert torch.equal(before, reward(prompts, texts))
+    reward = reward_model.PreferenceReward(folder)
+    assert (32, {"mean": 0.5, "std": 2.0}) == (reward.max_length, reward.normalization)
+    assert torch.equal(before, torch.as_tensor(reward.raw(prompts, texts)))
+    assert torch.allclose((before - 0.5) / 2.0, reward(prompts, texts), atol=1e-6)
 
 
 def test_failed_save_keeps_the_old_folder(trained, tmp_path):
@@ -183,10 +225,16 @@ def test_reward_stage_metrics(bert_dir, tmp_path):
 
     cfg = RewardModelConfig(backbone=str(bert_dir), max_length=32, learning_rate=3e-3, epochs=1, batch_size=8)
     reward, metrics = reward_model.reward_stage(easy_pairs(), cfg, world=world_mod.load(), out_dir=tmp_path / "rm")
-    assert isinstance(reward, rewards.PreferenceReward)
-    assert {"heldout_accuracy", "gold_correlation", "train_seconds"} <= set(metrics)
+    assert isinstance(reward, reward_model.PreferenceReward)
+    assert {"heldout_accuracy", "gold_correlation", "train_seconds", "score_mean", "score_std"} <= set(metrics)
     assert (tmp_path / "rm" / "manifest.json").is_file()
     assert (2,) == tuple(reward(["how ?", "how ?"], ["good", "bad"]).shape)
+    # normalised on the training replies: mean 0 and unit spread there, and the same after a reload
+    prompts, texts = reward_model.replies(easy_pairs()["train"])
+    scores = reward(prompts, texts).numpy()
+    assert abs(scores.mean()) < 1e-4 and abs(scores.std() - 1.0) < 1e-4
+    again = reward_model.PreferenceReward(tmp_path / "rm")
+    assert np.allclose(scores, again(prompts, texts).numpy(), atol=1e-5)
 
 
 def test_causal_lm_backbone_trains_and_scores(tiny_tokenizer, tmp_path):
@@ -194,9 +242,17 @@ def test_causal_lm_backbone_trains_and_scores(tiny_tokenizer, tmp_path):
     from transformers import LlamaConfig, LlamaForSequenceClassification
 
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256, num_labels=1,
-                         pad_token_id=tiny_tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=256,
+        num_labels=1,
+        pad_token_id=tiny_tokenizer.pad_token_id,
+    )
     LlamaForSequenceClassification(config).save_pretrained(tmp_path / "llama")
     tiny_tokenizer.save_pretrained(tmp_path / "llama")
     cfg = RewardModelConfig(backbone=str(tmp_path / "llama"), max_length=48, max_steps=2, batch_size=4)
@@ -274,8 +330,9 @@ def test_gold_scatter_plots_every_reply_once_per_group():
     """One point collection per style, together holding every (gold, reward) of the table."""
     import pandas as pd
 
-    table = pd.DataFrame({"reward": [0.5, -1.0, 2.0, 0.0], "gold": [0.1, -0.5, 0.8, 0.2],
-                          "style": ["vague", "rude", "helpful", None]})
+    table = pd.DataFrame(
+        {"reward": [0.5, -1.0, 2.0, 0.0], "gold": [0.1, -0.5, 0.8, 0.2], "style": ["vague", "rude", "helpful", None]}
+    )
     fig = reward_model.gold_scatter(table)
     collections = fig.axes[0].collections
     assert ["?", "helpful", "rude", "vague"] == [c.get_label() for c in collections]

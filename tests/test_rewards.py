@@ -1,18 +1,27 @@
 """Tests of the reward interface: wrappers, toxicity SVM, HF classifiers by label name, gold reward."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
-from labkit import rewards
 from test_reward_model import make_tiny_bert
 
+from labkit import rewards
+
 PROMPTS = ["How do I keep my basil alive?"] * 4
-CLEAN = ["Water basil when the top inch of soil feels dry.", "Keep the bedroom cool and dark.",
-         "Thank you, that is a lovely idea.", "Put the plant near a sunny window."]
-TOXIC = ["You are a stupid idiot, shut up.", "What a fucking dumb question, moron.",
-         "Go to hell you worthless piece of shit.", "You are an idiot and everyone hates you."]
+CLEAN = [
+    "Water basil when the top inch of soil feels dry.",
+    "Keep the bedroom cool and dark.",
+    "Thank you, that is a lovely idea.",
+    "Put the plant near a sunny window.",
+]
+TOXIC = [
+    "You are a stupid idiot, shut up.",
+    "What a fucking dumb question, moron.",
+    "Go to hell you worthless piece of shit.",
+    "You are an idiot and everyone hates you.",
+]
 
 
 def lengths(prompts, responses):
@@ -44,29 +53,20 @@ def test_weighted_sum_by_hand():
         rewards.WeightedSum([a, b], [1.0])
 
 
-def test_normalized_running_statistics_match_numpy():
-    """After several batches the running mean/std equal those of all values seen; update=False freezes them."""
-    values = iter([[1.0, 2.0, 3.0], [10.0, 20.0], [5.0, 6.0, 7.0, 8.0]])
-    norm = rewards.Normalized(rewards.FunctionReward(lambda p, r: next(values)), eps=0.0)
-    seen = []
-    for n in (3, 2, 4):
-        out = norm(["p"] * n, ["r"] * n)
-        seen += [1.0, 2.0, 3.0] if n == 3 else [10.0, 20.0] if n == 2 else [5.0, 6.0, 7.0, 8.0]
-    assert np.isclose(np.mean(seen), norm.mean) and np.isclose(np.std(seen), norm.std)
-    assert np.allclose((np.array([5.0, 6.0, 7.0, 8.0]) - np.mean(seen)) / np.std(seen), out.numpy(), atol=1e-6)
-    norm.update, norm.reward = False, rewards.FunctionReward(lambda p, r: [100.0])
-    state = norm.state_dict()
-    norm(["p"], ["r"])
-    assert state == norm.state_dict()
-
-
-def test_normalized_with_momentum_tracks_recent_batches():
-    """With a momentum the mean moves towards the latest batches (an exponential moving average)."""
-    batches = iter([[0.0, 0.0], [10.0, 10.0]])
-    norm = rewards.Normalized(rewards.FunctionReward(lambda p, r: next(batches)), momentum=0.5)
-    norm(["p"] * 2, ["r"] * 2)
-    norm(["p"] * 2, ["r"] * 2)
-    assert 5.0 == norm.mean
+def test_make_reward_builds_each_spec_and_names_the_choices():
+    """Specs build the named rewards; "preference" needs the trained model; a typo lists the valid names."""
+    assert "nontoxic_binary" == rewards.make_reward("toxicity:binary").name
+    assert "nontoxic_prob" == rewards.make_reward("toxicity").name
+    pref = rewards.FunctionReward(lambda p, r: [1.0] * len(r), name="pref")
+    both = rewards.make_reward("toxicity:prob+preference", preference=pref)
+    assert ["nontoxic_prob", "pref"] == [r.name for r in both.rewards]
+    with pytest.raises(ValueError, match="preference=") as err:
+        rewards.make_reward("preference")
+    assert "reward_model" in str(err.value)
+    with pytest.raises(ValueError, match="toxicity:binary"):
+        rewards.make_reward("toxic")
+    with pytest.raises(ValueError, match="unknown reward 'toxicity:max'"):
+        rewards.make_reward("toxicity:max")
 
 
 def test_toxicity_reward_prefers_clean_text():
@@ -85,14 +85,17 @@ def test_toxicity_logit_and_prob_rank_the_same_way():
     assert list(np.argsort(logit, kind="stable")) == list(np.argsort(prob, kind="stable"))
 
 
-@pytest.mark.parametrize("labels, want, expected", [
-    ({0: "TOXIC", 1: "neutral"}, "non-toxic", (1, 1)),
-    ({0: "Non-Toxic", 1: "toxic"}, "non-toxic", (0, 1)),
-    ({0: "not_toxic", 1: "toxic"}, "nontoxic", (0, 1)),
-    ({0: "toxic"}, "non-toxic", (0, -1)),
-    ({0: "negative", 1: "positive"}, "POSITIVE", (1, 1)),
-    ({0: "hate", 1: "other"}, "non-toxic", (0, -1)),
-])
+@pytest.mark.parametrize(
+    "labels, want, expected",
+    [
+        ({0: "TOXIC", 1: "neutral"}, "non-toxic", (1, 1)),
+        ({0: "Non-Toxic", 1: "toxic"}, "non-toxic", (0, 1)),
+        ({0: "not_toxic", 1: "toxic"}, "nontoxic", (0, 1)),
+        ({0: "toxic"}, "non-toxic", (0, -1)),
+        ({0: "negative", 1: "positive"}, "POSITIVE", (1, 1)),
+        ({0: "hate", 1: "other"}, "non-toxic", (0, -1)),
+    ],
+)
 def test_resolve_label_by_name(labels, want, expected):
     """The rewarded label is found by name (any case/punctuation), or its opposite with sign -1."""
     assert expected == rewards.resolve_label(labels, want)
@@ -171,8 +174,10 @@ def test_gold_reward_matches_world():
 
 def test_preference_reward_needs_a_tokenizer_with_a_model():
     """Wrapping a model object without its tokenizer raises a ValueError that says what to pass."""
+    from labkit import reward_model
+
     with pytest.raises(ValueError, match="tokenizer="):
-        rewards.PreferenceReward(torch.nn.Linear(1, 1))
+        reward_model.PreferenceReward(torch.nn.Linear(1, 1))
 
 
 def test_binary_toxicity_reward_thresholds_the_probability():

@@ -1,4 +1,5 @@
 """Tests of the assistant world: data counts, splits, generation, style recognition, gold utility."""
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,12 @@ def test_sentences_well_formed(w):
     """Topic ids are unique, prompts end in '?', tips are one sentence ending in '.'."""
     assert len(w.topics) == len({t.id for t in w.topics})
     assert [] == [p for t in w.topics for p in t.prompts if not p.endswith("?")]
-    bad = [tip for t in w.topics for tip in t.tips
-           if not tip[0].isupper() or not tip.endswith(".") or re.search(r"[.!?]\s", tip)]
+    bad = [
+        tip
+        for t in w.topics
+        for tip in t.tips
+        if not tip[0].isupper() or not tip.endswith(".") or re.search(r"[.!?]\s", tip)
+    ]
     assert [] == bad
 
 
@@ -154,14 +159,17 @@ def test_gold_penalises_repetition_and_insults(w):
     assert idiot.toxicity >= 0.8
 
 
-@pytest.mark.parametrize("prompt,response", [
-    ("How do I fix a flat tyre?", "Use tyre levers to take the tyre off, then patch the tube."),
-    ("What is the capital of France?", "Paris is the capital of France."),
-    ("", ""),
-    ("日本語のプロンプト", "ñandú 🙂 \x00 \n\t !!!"),
-    ("?" * 1000, "a" * 5000),
-    ("How do I keep my basil plant alive?", "   "),
-])
+@pytest.mark.parametrize(
+    "prompt,response",
+    [
+        ("How do I fix a flat tyre?", "Use tyre levers to take the tyre off, then patch the tube."),
+        ("What is the capital of France?", "Paris is the capital of France."),
+        ("", ""),
+        ("日本語のプロンプト", "ñandú 🙂 \x00 \n\t !!!"),
+        ("?" * 1000, "a" * 5000),
+        ("How do I keep my basil plant alive?", "   "),
+    ],
+)
 def test_gold_any_text_in_range(w, prompt, response):
     """gold never raises and keeps every term in [0, 1] and utility in the weights' range."""
     g = w.gold(prompt, response)
@@ -199,13 +207,44 @@ def test_tips_are_never_toxic(w):
 
 # sha256[:16] of a short list of slurs, so the test file does not spell them out.
 _SLUR_HASHES = {
-    "08a841e996781e9e", "120f6e5b4ea32f65", "158869a97379229b", "16ea09fc78ca83ca", "4e12e3f1dcd6ce44",
-    "70aafb4266950c0d", "886d51e97ad7931d", "8f5083e3e5c7dc89", "98b52c4b6b7d1f48", "9915ba2d822280f2",
-    "9ae315a94e428a7e", "bd331fb1d24298f5", "c2c3b68b48832afd", "c3de533e9b7fe63b", "cc02032349c833ac",
-    "e7b98c6aa5b944e0", "eef3bd091670c344",
+    "08a841e996781e9e",
+    "120f6e5b4ea32f65",
+    "158869a97379229b",
+    "16ea09fc78ca83ca",
+    "4e12e3f1dcd6ce44",
+    "70aafb4266950c0d",
+    "886d51e97ad7931d",
+    "8f5083e3e5c7dc89",
+    "98b52c4b6b7d1f48",
+    "9915ba2d822280f2",
+    "9ae315a94e428a7e",
+    "bd331fb1d24298f5",
+    "c2c3b68b48832afd",
+    "c3de533e9b7fe63b",
+    "cc02032349c833ac",
+    "e7b98c6aa5b944e0",
+    "eef3bd091670c344",
 }
-_GROUP_WORDS = {"women", "woman", "men", "girl", "gay", "black", "white", "jew", "jewish", "muslim",
-                "christian", "immigrant", "immigrants", "disabled", "old", "fat", "race", "religion"}
+_GROUP_WORDS = {
+    "women",
+    "woman",
+    "men",
+    "girl",
+    "gay",
+    "black",
+    "white",
+    "jew",
+    "jewish",
+    "muslim",
+    "christian",
+    "immigrant",
+    "immigrants",
+    "disabled",
+    "old",
+    "fat",
+    "race",
+    "religion",
+}
 
 
 def test_no_slurs_or_protected_groups():
