@@ -2,6 +2,7 @@
 
 Import modules, not names: `from labkit import presets, models, generate`.
 """
+
 from __future__ import annotations
 
 __version__ = "0.1.0"
@@ -15,11 +16,13 @@ __all__ = [
     "dpo",
     "eval_plots",
     "evaluate",
+    "evaluate_metrics",
     "generate",
     "hacking",
     "judge",
     "labelers",
     "labels",
+    "learner",
     "models",
     "pairs",
     "plots",
