@@ -19,6 +19,7 @@ mean over sequences of sum_t log p_policy(y_t) - log p_ref(y_t), reference = ada
     .venv/bin/python benchmarks/peer_ppo.py                       # tiny model, 20 x 8 x 4
     .venv/bin/python benchmarks/peer_ppo.py --model random --steps 2 --methods labkit,grpo
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,38 +27,42 @@ import contextlib
 import cProfile
 import dataclasses
 import io
-import json
 import math
 import os
-import platform
 import pstats
-import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import fmean
 
-import numpy as np
-import torch
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
-from labkit import ppo as labkit_ppo  # noqa: E402
-from labkit.models import chat_prompts, disabled_adapter, sequence_logprobs  # noqa: E402
-from labkit.ppo_math import truncate_after_eos  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-__all__ = ["BenchConfig", "evaluate_policy", "load_model", "load_prompts", "main", "make_reward", "markdown_table",
-           "run_benchmark", "run_labkit", "run_trl"]
+from labkit import artifacts, models, ppo, ppo_math, pretrain, rewards  # noqa: E402
+from labkit import tokenizer as bpe  # noqa: E402
+from labkit import world as world_mod  # noqa: E402
+
+__all__ = [
+    "BenchConfig",
+    "evaluate_policy",
+    "load_model",
+    "load_prompts",
+    "main",
+    "make_reward",
+    "markdown_table",
+    "run_benchmark",
+    "run_labkit",
+    "run_trl",
+]
 
 METHODS = ("labkit", "grpo", "rloo")
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS_PATH = ROOT / "benchmarks" / "results" / "peer_ppo.json"
 
 
@@ -115,9 +120,7 @@ class BenchConfig:
 def load_model(name: str, seed: int = 0):
     """(model, tokenizer) for "tiny" (the lab's model) or "random" (the same architecture, random weights)."""
     if name == "tiny":
-        from labkit.models import load_policy
-
-        return load_policy("tiny", device="cpu", dtype="fp32")
+        return models.load_policy("tiny", device="cpu", dtype="fp32")
     if name == "random":
         return _random_model(seed)
     raise ValueError(f"unknown --model {name!r}: use 'tiny' or 'random'")
@@ -129,40 +132,31 @@ _RANDOM_TOKENIZER = None
 def _random_model(seed: int):
     """An untrained Llama shaped like the tiny model (labkit.pretrain.build_model) with a freshly trained BPE."""
     global _RANDOM_TOKENIZER
-    from labkit.models import prepare_tokenizer
-    from labkit.pretrain import PretrainConfig, build_model
-    from labkit.tokenizer import train_tokenizer
-
     if _RANDOM_TOKENIZER is None:
-        from labkit import world
-
-        texts = [f"{d.prompt.text} {d.reply}" for d in world.load().dialogues(2000, seed=0)]
-        _RANDOM_TOKENIZER = prepare_tokenizer(train_tokenizer(texts, vocab_size=2048))
+        texts = [f"{d.prompt.text} {d.reply}" for d in world_mod.load().dialogues(2000, seed=0)]
+        _RANDOM_TOKENIZER = models.prepare_tokenizer(bpe.train_tokenizer(texts, vocab_size=2048))
     tok = _RANDOM_TOKENIZER
     torch.manual_seed(seed)
-    model = build_model(PretrainConfig(), tok)
+    model = pretrain.build_model(pretrain.PretrainConfig(), tok)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.eval(), tok
 
 
 def load_prompts() -> tuple[list[str], list[str]]:
     """(train prompts, held-out prompts) from the world."""
-    from labkit import world
-
-    w = world.load()
+    w = world_mod.load()
     return [p.text for p in w.prompts("train")], [p.text for p in w.prompts("heldout")]
 
 
 def make_reward(kind: str = "toxicity") -> Callable[[list[str]], np.ndarray]:
-    """texts -> scores (higher is better). "toxicity": labkit's ToxicityReward("logit"), the classifier's
+    """texts -> scores (higher is better). "toxicity": labkit's "toxicity:logit" reward, the classifier's
     non-toxic decision value: unbounded, so it keeps a gradient signal where the probability saturates."""
     if kind != "toxicity":
         raise ValueError(f"unknown --reward {kind!r}: only 'toxicity' is implemented")
-    from labkit.rewards import ToxicityReward
-
-    scorer = ToxicityReward("logit")
-    return lambda texts: np.asarray(torch.as_tensor(scorer([""] * len(texts), list(texts))).float().cpu(),
-                                    dtype=np.float64).reshape(-1)
+    scorer = rewards.make_reward("toxicity:logit")
+    return lambda texts: np.asarray(
+        torch.as_tensor(scorer([""] * len(texts), list(texts))).float().cpu(), dtype=np.float64
+    ).reshape(-1)
 
 
 class RewardRecorder:
@@ -193,7 +187,7 @@ class RewardRecorder:
         for i, (n, _) in enumerate(self.calls):
             done += n
             if i + 1 >= window:
-                tail = self.calls[i + 1 - window:i + 1]
+                tail = self.calls[i + 1 - window : i + 1]
                 if sum(k * m for k, m in tail) / sum(k for k, _ in tail) >= target:
                     return {"batch": i + 1, "completions": done, "seconds": self.times[i]}
         return None
@@ -219,7 +213,11 @@ class RewardRecorder:
 
 @contextlib.contextmanager
 def timed(obj, name: str, totals: dict, key: str):
-    """Temporarily wrap obj.name so that its wall time accumulates in totals[key]."""
+    """Temporarily wrap obj.name so that its wall time accumulates in totals[key].
+
+    For TRL's trainers only, which report no timings of their own; labkit's step reports
+    `time/generate` and `time/rollout` in its metrics.
+    """
     original, own = getattr(obj, name), name in vars(obj)
 
     def wrapper(*args, **kwargs):
@@ -242,39 +240,71 @@ def timed(obj, name: str, totals: dict, key: str):
 # -- the three methods -----------------------------------------------------------------------------------------
 
 
-def _ppo_config(cfg: BenchConfig, steps: int | None = None) -> labkit_ppo.PPOConfig:
+def _ppo_config(cfg: BenchConfig, steps: int | None = None) -> ppo.PPOConfig:
     batch = cfg.completions_per_step
-    return labkit_ppo.PPOConfig(
-        learning_rate=cfg.learning_rate, batch_size=batch, mini_batch_size=16 if batch % 16 == 0 else batch,
-        kl_coef=cfg.kl_coef, temperature=cfg.temperature, top_p=1.0, max_new_tokens=cfg.max_new_tokens,
-        total_steps=cfg.steps if steps is None else steps, lora=True, lora_r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
-        lora_target_modules=None, seed=cfg.seed, log_every=0, sample_table_every=0, checkpoint_every=0,
-        output_dir=None)
+    return ppo.PPOConfig(
+        learning_rate=cfg.learning_rate,
+        batch_size=batch,
+        mini_batch_size=16 if batch % 16 == 0 else batch,
+        kl_coef=cfg.kl_coef,
+        temperature=cfg.temperature,
+        top_p=1.0,
+        max_new_tokens=cfg.max_new_tokens,
+        total_steps=cfg.steps if steps is None else steps,
+        lora=True,
+        lora_r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_target_modules=None,
+        seed=cfg.seed,
+        log_every=0,
+        sample_table_every=0,
+        checkpoint_every=0,
+        output_dir=None,
+    )
 
 
 def run_labkit(cfg: BenchConfig, model, tokenizer, prompts: Sequence[str], recorder: RewardRecorder):
-    """Train with labkit.ppo (PPOTrainer(...).train() is labkit.ppo.train); returns (policy, record)."""
-    totals: dict[str, float] = {}
+    """Train with labkit.ppo (PPOTrainer(...).train() is labkit.ppo.train); returns (policy, record).
+
+    generate_s is the sum of the steps' own `time/generate` (step 1: batching the prompts, sampling,
+    truncating after EOS).
+    """
     start = time.perf_counter()
-    trainer = labkit_ppo.PPOTrainer(model, tokenizer, prompts, recorder.labkit, _ppo_config(cfg))
+    trainer = ppo.PPOTrainer(model, tokenizer, prompts, recorder.labkit, _ppo_config(cfg))
     setup = time.perf_counter() - start
     start = time.perf_counter()
     recorder.start()
-    with timed(labkit_ppo, "sample_responses", totals, "generate_s"):
-        result = trainer.train(resume=False)
+    result = trainer.train(resume=False)
     train_s = time.perf_counter() - start
     rows = result.metrics
     record = {
-        "setup_s": setup, "train_s": train_s, "generate_s": totals.get("generate_s", 0.0),
-        "rollout_s": sum(m["time/rollout"] for m in rows), "update_s": sum(m["time/update"] for m in rows),
-        "optimizer_steps": len(rows) * _ppo_config(cfg).ppo_epochs * (_ppo_config(cfg).batch_size
-                                                                      // _ppo_config(cfg).mini_batch_size),
-        "train_kl_own": fmean(m["objective/kl"] for m in rows[-cfg.last_n:]) if rows else math.nan,
+        "setup_s": setup,
+        "train_s": train_s,
+        "generate_s": sum(m["time/generate"] for m in rows),
+        "rollout_s": sum(m["time/rollout"] for m in rows),
+        "update_s": sum(m["time/update"] for m in rows),
+        "optimizer_steps": len(rows)
+        * _ppo_config(cfg).ppo_epochs
+        * (_ppo_config(cfg).batch_size // _ppo_config(cfg).mini_batch_size),
+        "train_kl_own": fmean(m["objective/kl"] for m in rows[-cfg.last_n :]) if rows else math.nan,
         "train_kl_own_meaning": "objective/kl: per-sequence sum of k1, mean over the batch",
-        "mean_len_train": fmean(m["ppo/mean_response_len"] for m in rows[-cfg.last_n:]) if rows else math.nan,
-        "settings": {k: v for k, v in dataclasses.asdict(_ppo_config(cfg)).items()
-                     if k in ("batch_size", "mini_batch_size", "ppo_epochs", "learning_rate", "kl_coef",
-                              "kl_estimator", "vf_coef", "ent_coef", "value_head")},
+        "mean_len_train": fmean(m["ppo/mean_response_len"] for m in rows[-cfg.last_n :]) if rows else math.nan,
+        "settings": {
+            k: v
+            for k, v in dataclasses.asdict(_ppo_config(cfg)).items()
+            if k
+            in (
+                "batch_size",
+                "mini_batch_size",
+                "ppo_epochs",
+                "learning_rate",
+                "kl_coef",
+                "kl_estimator",
+                "vf_coef",
+                "ent_coef",
+                "value_head",
+            )
+        },
     }
     return result.policy, record
 
@@ -283,8 +313,9 @@ def lora_config(cfg: BenchConfig):
     """The LoRA labkit's add_lora builds: r, alpha, no dropout, every linear layer except the LM head."""
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM",
-                      target_modules="all-linear")
+    return LoraConfig(
+        r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=0.0, task_type="CAUSAL_LM", target_modules="all-linear"
+    )
 
 
 def trl_args(method: str, cfg: BenchConfig, output_dir: str, steps: int | None = None):
@@ -293,15 +324,34 @@ def trl_args(method: str, cfg: BenchConfig, output_dir: str, steps: int | None =
 
     per_step = cfg.completions_per_step
     kwargs = dict(
-        output_dir=output_dir, report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
-        max_steps=cfg.steps if steps is None else steps, seed=cfg.seed, data_seed=cfg.seed,
+        output_dir=output_dir,
+        report_to="none",
+        logging_steps=1,
+        save_strategy="no",
+        disable_tqdm=True,
+        max_steps=cfg.steps if steps is None else steps,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
         # the shared budget: batch prompts x generations completions per step, one generation batch per step
-        num_generations=cfg.generations, per_device_train_batch_size=per_step, generation_batch_size=per_step,
-        gradient_accumulation_steps=1, max_completion_length=cfg.max_new_tokens, temperature=cfg.temperature,
-        top_p=1.0, learning_rate=cfg.learning_rate, lr_scheduler_type="constant", warmup_steps=0,
-        beta=cfg.kl_coef, disable_dropout=True, log_completions=False,
+        num_generations=cfg.generations,
+        per_device_train_batch_size=per_step,
+        generation_batch_size=per_step,
+        gradient_accumulation_steps=1,
+        max_completion_length=cfg.max_new_tokens,
+        temperature=cfg.temperature,
+        top_p=1.0,
+        learning_rate=cfg.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        beta=cfg.kl_coef,
+        disable_dropout=True,
+        log_completions=False,
         # CPU: TRL's configs default to bf16=True and gradient_checkpointing=True (GPU-minded defaults)
-        use_cpu=True, bf16=False, fp16=False, gradient_checkpointing=False, dataloader_num_workers=0,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        dataloader_num_workers=0,
     )
     return (GRPOConfig if method == "grpo" else RLOOConfig)(**kwargs)
 
@@ -314,8 +364,14 @@ def _trl_trainer(method: str, cfg: BenchConfig, model, tokenizer, prompts, recor
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     cls = GRPOTrainer if method == "grpo" else RLOOTrainer
     # TRL logs each reward under its callable's __name__
-    return cls(model=model, reward_funcs=[_named(recorder.trl, "toxicity")], args=trl_args(method, cfg, output_dir, steps),
-               train_dataset=dataset, processing_class=tokenizer, peft_config=lora_config(cfg))
+    return cls(
+        model=model,
+        reward_funcs=[_named(recorder.trl, "toxicity")],
+        args=trl_args(method, cfg, output_dir, steps),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(cfg),
+    )
 
 
 def _named(fn, name: str):
@@ -335,30 +391,55 @@ def run_trl(method: str, cfg: BenchConfig, model, tokenizer, prompts: Sequence[s
         setup = time.perf_counter() - start
         start = time.perf_counter()
         recorder.start()
-        with timed(trainer, "_generate_and_score_completions", totals, "rollout_s"), \
-                timed(trainer, "_generate_single_turn", totals, "generate_s"):
+        with (
+            timed(trainer, "_generate_and_score_completions", totals, "rollout_s"),
+            timed(trainer, "_generate_single_turn", totals, "generate_s"),
+        ):
             trainer.train()
         train_s = time.perf_counter() - start
     logs = [row for row in trainer.state.log_history if "loss" in row or "reward" in row]
-    tail = logs[-cfg.last_n:]
+    tail = logs[-cfg.last_n :]
 
     def tail_mean(key):
         values = [row[key] for row in tail if key in row]
         return fmean(values) if values else math.nan
 
     record = {
-        "setup_s": setup, "train_s": train_s, "generate_s": totals.get("generate_s", 0.0),
-        "rollout_s": totals.get("rollout_s", 0.0), "update_s": train_s - totals.get("rollout_s", 0.0),
+        "setup_s": setup,
+        "train_s": train_s,
+        "generate_s": totals.get("generate_s", 0.0),
+        "rollout_s": totals.get("rollout_s", 0.0),
+        "update_s": train_s - totals.get("rollout_s", 0.0),
         "optimizer_steps": trainer.state.global_step,
         "train_kl_own": tail_mean("kl"),
-        "train_kl_own_meaning": ("GRPO 'kl': per-token k3, mean over tokens" if method == "grpo"
-                                 else "RLOO 'kl': per-token k1, mean over tokens"),
+        "train_kl_own_meaning": (
+            "GRPO 'kl': per-token k3, mean over tokens"
+            if method == "grpo"
+            else "RLOO 'kl': per-token k1, mean over tokens"
+        ),
         "mean_len_train": tail_mean("completions/mean_length"),
-        "settings": {k: getattr(trainer.args, k) for k in (
-            "per_device_train_batch_size", "generation_batch_size", "steps_per_generation", "num_generations",
-            "num_iterations", "learning_rate", "lr_scheduler_type", "beta", "epsilon", "loss_type",
-            "scale_rewards", "normalize_advantages", "max_completion_length", "temperature", "top_p", "top_k")
-            if hasattr(trainer.args, k)},
+        "settings": {
+            k: getattr(trainer.args, k)
+            for k in (
+                "per_device_train_batch_size",
+                "generation_batch_size",
+                "steps_per_generation",
+                "num_generations",
+                "num_iterations",
+                "learning_rate",
+                "lr_scheduler_type",
+                "beta",
+                "epsilon",
+                "loss_type",
+                "scale_rewards",
+                "normalize_advantages",
+                "max_completion_length",
+                "temperature",
+                "top_p",
+                "top_k",
+            )
+            if hasattr(trainer.args, k)
+        },
     }
     return trainer.model, record
 
@@ -367,8 +448,9 @@ def run_trl(method: str, cfg: BenchConfig, model, tokenizer, prompts: Sequence[s
 
 
 @torch.no_grad()
-def evaluate_policy(policy, tokenizer, prompts: Sequence[str], score_texts, cfg: BenchConfig,
-                    chunk: int = 32) -> dict[str, float]:
+def evaluate_policy(
+    policy, tokenizer, prompts: Sequence[str], score_texts, cfg: BenchConfig, chunk: int = 32
+) -> dict[str, float]:
     """Sample cfg.eval_k completions per prompt with labkit's sampler and a fixed seed; score and measure KL.
 
     KL = mean over sequences of sum over response tokens (up to and including EOS) of
@@ -376,29 +458,43 @@ def evaluate_policy(policy, tokenizer, prompts: Sequence[str], score_texts, cfg:
     """
     policy.eval()
     queries = [p for p in prompts for _ in range(cfg.eval_k)]
-    rendered = chat_prompts(tokenizer, queries)
+    rendered = models.chat_prompts(tokenizer, queries)
     generator = torch.Generator().manual_seed(cfg.seed + 10_000)
     scores, kls, lengths = [], [], []
     for s in range(0, len(rendered), chunk):
-        enc = tokenizer(rendered[s:s + chunk], return_tensors="pt", padding=True, padding_side="left",
-                        add_special_tokens=False)
-        raw = labkit_ppo.sample_responses(policy, enc["input_ids"], enc["attention_mask"], cfg.max_new_tokens,
-                                          tokenizer.eos_token_id, tokenizer.pad_token_id, cfg.temperature, 1.0,
-                                          generator)
-        response, mask = truncate_after_eos(raw, tokenizer.eos_token_id, tokenizer.pad_token_id)
+        enc = tokenizer(
+            rendered[s : s + chunk], return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+        )
+        raw = ppo.sample_responses(
+            policy,
+            enc["input_ids"],
+            enc["attention_mask"],
+            cfg.max_new_tokens,
+            tokenizer.eos_token_id,
+            tokenizer.pad_token_id,
+            cfg.temperature,
+            1.0,
+            generator,
+        )
+        response, mask = ppo_math.truncate_after_eos(raw, tokenizer.eos_token_id, tokenizer.pad_token_id)
         input_ids = torch.cat([enc["input_ids"], response], dim=1)
         attention = torch.cat([enc["attention_mask"], mask.long()], dim=1)
         start = enc["input_ids"].shape[1]
-        logp = sequence_logprobs(policy, input_ids, attention, start, cfg.temperature)
-        with disabled_adapter(policy):
-            ref_logp = sequence_logprobs(policy, input_ids, attention, start, cfg.temperature)
+        logp = models.sequence_logprobs(policy, input_ids, attention, start, cfg.temperature)
+        with models.disabled_adapter(policy):
+            ref_logp = models.sequence_logprobs(policy, input_ids, attention, start, cfg.temperature)
         kls.append(((logp - ref_logp) * mask).sum(1))
         lengths.append(mask.sum(1).float())
         texts = tokenizer.batch_decode(response, skip_special_tokens=True)
         scores.append(torch.as_tensor(np.asarray(score_texts([t.strip() for t in texts])), dtype=torch.float64))
     scores, kls, lengths = torch.cat(scores), torch.cat(kls), torch.cat(lengths)
-    return {"eval_reward": scores.mean().item(), "eval_reward_se": (scores.std() / math.sqrt(len(scores))).item(),
-            "eval_kl": kls.mean().item(), "eval_len": lengths.mean().item(), "eval_n": len(scores)}
+    return {
+        "eval_reward": scores.mean().item(),
+        "eval_reward_se": (scores.std() / math.sqrt(len(scores))).item(),
+        "eval_kl": kls.mean().item(),
+        "eval_len": lengths.mean().item(),
+        "eval_n": len(scores),
+    }
 
 
 # -- profiling -------------------------------------------------------------------------------------------------
@@ -416,7 +512,7 @@ def profile_step(method: str, cfg: BenchConfig, model_factory, prompts, score_te
     recorder = RewardRecorder(score_texts)
     profiler = cProfile.Profile()
     if method == "labkit":
-        trainer = labkit_ppo.PPOTrainer(model, tok, prompts, recorder.labkit, _ppo_config(cfg, steps=2))
+        trainer = ppo.PPOTrainer(model, tok, prompts, recorder.labkit, _ppo_config(cfg, steps=2))
         trainer.step()
         profiler.enable()
         trainer.step()
@@ -442,9 +538,11 @@ def profile_step(method: str, cfg: BenchConfig, model_factory, prompts, score_te
 # -- the run ---------------------------------------------------------------------------------------------------
 
 
-def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval_prompts=None,
-                  score_texts=None, log=print) -> dict:
-    """Train every method in cfg.methods on a fresh model from `model_factory`, evaluate, return the results."""
+def run_benchmark(
+    cfg: BenchConfig, model_factory=None, train_prompts=None, eval_prompts=None, score_texts=None, log=print
+) -> dict:
+    """Train every method in cfg.methods on a fresh model from `model_factory`, evaluate, return the results
+    (`main` adds the provenance block: command, date, machine, threads, versions)."""
     unknown = [m for m in cfg.methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}: choose from {', '.join(METHODS)}")
@@ -454,7 +552,7 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
     model_factory = model_factory or (lambda: load_model(cfg.model, cfg.seed))
     if train_prompts is None or eval_prompts is None:
         train_prompts, eval_prompts = load_prompts()
-    eval_prompts = list(eval_prompts)[:cfg.eval_prompts]
+    eval_prompts = list(eval_prompts)[: cfg.eval_prompts]
     score_texts = score_texts or make_reward(cfg.reward)
 
     rows = {}
@@ -470,15 +568,22 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
         runner = run_labkit if method == "labkit" else (lambda *a, _m=method: run_trl(_m, *a))
         policy, record = runner(cfg, model, tok, train_prompts, recorder)
         record.update(evaluate_policy(policy, tok, eval_prompts, score_texts, cfg))
-        record.update(method=method, completions=recorder.completions,
-                      samples_per_s=recorder.completions / record["train_s"],
-                      train_reward_first=recorder.calls[0][1] if recorder.calls else math.nan,
-                      train_reward_last=recorder.last_mean(cfg.last_n), train_reward_per_step=[m for _, m in recorder.calls],
-                      loadavg_1min_at_start=load)
+        record.update(
+            method=method,
+            completions=recorder.completions,
+            samples_per_s=recorder.completions / record["train_s"],
+            train_reward_first=recorder.calls[0][1] if recorder.calls else math.nan,
+            train_reward_last=recorder.last_mean(cfg.last_n),
+            train_reward_per_step=[m for _, m in recorder.calls],
+            loadavg_1min_at_start=load,
+        )
         rows[method] = record
         recorders[method] = recorder
-        log(f"[peer_ppo] {method}: {record['samples_per_s']:.1f} samples/s, train reward {record['train_reward_last']:.3f}"
-            f", eval reward {record['eval_reward']:.3f}, eval KL {record['eval_kl']:.3f}")
+        log(
+            f"[peer_ppo] {method}: {record['samples_per_s']:.1f} samples/s, "
+            f"train reward {record['train_reward_last']:.3f}"
+            f", eval reward {record['eval_reward']:.3f}, eval KL {record['eval_kl']:.3f}"
+        )
         del policy, model
         if cfg.profile:
             log(f"[peer_ppo] profiling one warm {method} step")
@@ -489,48 +594,54 @@ def run_benchmark(cfg: BenchConfig, model_factory=None, train_prompts=None, eval
     if peers:
         bar = max(rows[m]["train_reward_last"] for m in peers)
         for method, recorder in recorders.items():
-            rows[method]["to_peer_reward"] = {"target": bar, "window": cfg.last_n,
-                                              **(recorder.first_reaching(bar, cfg.last_n) or {"reached": False})}
-    return {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "rows": rows, "profiles": profiles,
-            "environment": _environment(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-
-
-def _environment() -> dict:
-    import importlib.metadata as md
-
-    versions = {p: md.version(p) for p in ("torch", "transformers", "trl", "peft", "accelerate")}
-    return {"python": platform.python_version(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            **versions}
+            rows[method]["to_peer_reward"] = {
+                "target": bar,
+                "window": cfg.last_n,
+                **(recorder.first_reaching(bar, cfg.last_n) or {"reached": False}),
+            }
+    return {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "rows": rows, "profiles": profiles}
 
 
 def markdown_table(results: dict) -> str:
     """The side-by-side table: one row per method, the untrained base model first."""
-    head = ("| method | completions | samples/s | wall s (train) | generate s | rollout s | update s | optimizer steps "
-            "| train reward (first -> last) | eval reward +- se | eval KL (nats/seq) | eval len |")
+    head = (
+        "| method | completions | samples/s | wall s (train) | generate s | rollout s | update s | optimizer steps "
+        "| train reward (first -> last) | eval reward +- se | eval KL (nats/seq) | eval len |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in results["rows"].items():
         if name == "base":
-            lines.append(f"| base (untrained) | - | - | - | - | - | - | - | - | {r['eval_reward']:.3f} +- "
-                         f"{r['eval_reward_se']:.3f} | {r['eval_kl']:.3f} | {r['eval_len']:.1f} |")
+            lines.append(
+                f"| base (untrained) | - | - | - | - | - | - | - | - | {r['eval_reward']:.3f} +- "
+                f"{r['eval_reward_se']:.3f} | {r['eval_kl']:.3f} | {r['eval_len']:.1f} |"
+            )
             continue
         lines.append(
             f"| {name} | {r['completions']} | {r['samples_per_s']:.1f} | {r['train_s']:.1f} | {r['generate_s']:.1f} | "
             f"{r['rollout_s']:.1f} | {r['update_s']:.1f} | {r['optimizer_steps']} | {r['train_reward_first']:.3f} -> "
-            f"{r['train_reward_last']:.3f} | {r['eval_reward']:.3f} +- {r['eval_reward_se']:.3f} | {r['eval_kl']:.3f} | "
-            f"{r['eval_len']:.1f} |")
+            f"{r['train_reward_last']:.3f} | {r['eval_reward']:.3f} +- {r['eval_reward_se']:.3f} | "
+            f"{r['eval_kl']:.3f} | "
+            f"{r['eval_len']:.1f} |"
+        )
     rows = results["rows"]
     reach = {name: r["to_peer_reward"] for name, r in rows.items() if "to_peer_reward" in r}
     if reach:
         target = next(iter(reach.values()))["target"]
-        lines.append(f"\nTo reach the best final TRL training reward ({target:.3f}, rolling mean of "
-                     f"{next(iter(reach.values()))['window']} batches):")
+        lines.append(
+            f"\nTo reach the best final TRL training reward ({target:.3f}, rolling mean of "
+            f"{next(iter(reach.values()))['window']} batches):"
+        )
         for name, r in reach.items():
-            lines.append(f"- {name}: " + (f"{r['completions']} completions, {r['seconds']:.1f} s" if "seconds" in r
-                                          else "not reached"))
+            lines.append(
+                f"- {name}: "
+                + (f"{r['completions']} completions, {r['seconds']:.1f} s" if "seconds" in r else "not reached")
+            )
     if "labkit" in rows:
         for peer in ("grpo", "rloo"):
             if peer in rows:
-                lines.append(f"\nlabkit / {peer} samples/s: {rows['labkit']['samples_per_s'] / rows[peer]['samples_per_s']:.2f}x")
+                lines.append(
+                    f"\nlabkit / {peer} samples/s: {rows['labkit']['samples_per_s'] / rows[peer]['samples_per_s']:.2f}x"
+                )
                 a, b = reach.get("labkit", {}), reach.get(peer, {})
                 if "seconds" in a and "seconds" in b:
                     lines.append(f"{peer} / labkit seconds to that reward: {b['seconds'] / a['seconds']:.2f}x")
@@ -556,13 +667,23 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--profile", action="store_true", help="cProfile one warm step of each method")
     p.add_argument("--output", default=str(RESULTS_PATH))
     a = p.parse_args(argv)
-    cfg = BenchConfig(model=a.model, steps=a.steps, batch=a.batch, generations=a.generations,
-                      max_new_tokens=a.max_new_tokens, temperature=a.temperature, learning_rate=a.lr,
-                      kl_coef=a.kl_coef, eval_prompts=a.eval_prompts, eval_k=a.eval_k,
-                      methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()), seed=a.seed,
-                      threads=a.threads, profile=a.profile)
+    cfg = BenchConfig(
+        model=a.model,
+        steps=a.steps,
+        batch=a.batch,
+        generations=a.generations,
+        max_new_tokens=a.max_new_tokens,
+        temperature=a.temperature,
+        learning_rate=a.lr,
+        kl_coef=a.kl_coef,
+        eval_prompts=a.eval_prompts,
+        eval_k=a.eval_k,
+        methods=tuple(m.strip() for m in a.methods.split(",") if m.strip()),
+        seed=a.seed,
+        threads=a.threads,
+        profile=a.profile,
+    )
     cfg.extra["output"] = a.output
-    cfg.extra["command"] = "python benchmarks/peer_ppo.py " + " ".join(argv if argv is not None else sys.argv[1:])
     return cfg
 
 
@@ -574,17 +695,17 @@ def main(argv: Sequence[str] | None = None) -> dict:
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)  # transformers' gradient_checkpointing rename
     results = run_benchmark(cfg)
+    results = {**artifacts.provenance("benchmarks/peer_ppo.py", argv), **results}  # after run_benchmark set the threads
     table = markdown_table(results)
     print(table)
     out = Path(cfg.extra["output"])
-    out.parent.mkdir(parents=True, exist_ok=True)
     profiles = results.pop("profiles")
     if profiles:
         prof_path = out.with_name(out.stem + "_profile.txt")
-        prof_path.write_text("".join(f"===== {m} =====\n{text}\n" for m, text in profiles.items()))
+        artifacts.atomic_write(prof_path, "".join(f"===== {m} =====\n{text}\n" for m, text in profiles.items()))
         results["profile_file"] = str(prof_path.relative_to(ROOT) if prof_path.is_relative_to(ROOT) else prof_path)
     results["table"] = table
-    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    artifacts.write_json(out, results)
     print(f"\nwrote {out}")
     return results
 

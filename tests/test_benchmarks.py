@@ -1,6 +1,9 @@
-"""The peer benchmark's bookkeeping: the reward bar and the side-by-side table (no training here)."""
+"""The benchmarks: they use labkit's public API only, and the peer benchmark's bookkeeping (no training here)."""
+
 from __future__ import annotations
 
+import ast
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -9,6 +12,231 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = sorted((ROOT / "benchmarks").glob("*.py"))
+
+
+# -- public API only -------------------------------------------------------------------------------------------
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _is_labkit_module(dotted: str) -> bool:
+    path = ROOT.joinpath(*dotted.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _root(node: ast.AST) -> ast.AST:
+    """The name an attribute / subscript chain starts from: `ppo` of `ppo.PPOTrainer.step[0]`."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node
+
+
+class _PublicAPICheck(ast.NodeVisitor):
+    """Collects what a script does past labkit's public API (see `public_api_problems`)."""
+
+    def __init__(self, tree: ast.Module):
+        self.problems: list[str] = []
+        self.labkit: dict[str, bool] = {}  # name bound by importing from labkit -> is it a module?
+        self.sys: set[str] = set()
+        self.shadowed: list[set[str]] = [set()]  # names a function rebinds locally (a parameter `world`)
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                self._bind(node)
+
+    def _bind(self, node: ast.Import | ast.ImportFrom) -> None:
+        line = node.lineno
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name == "sys" or alias.name.startswith("sys."):
+                    self.sys.add(alias.asname or "sys")
+                if alias.name.split(".")[0] == "labkit":
+                    if any(_private(part) for part in alias.name.split(".")):
+                        self.problems.append(f"line {line}: imports the private {alias.name}")
+                    self.labkit[alias.asname or "labkit"] = True
+            return
+        if node.level or not node.module:
+            return
+        if node.module == "sys" and any(alias.name == "path" for alias in node.names):
+            self.problems.append(f"line {line}: imports sys.path")
+        if node.module.split(".")[0] != "labkit":
+            return
+        for alias in node.names:
+            dotted = f"{node.module}.{alias.name}"
+            if any(_private(part) for part in dotted.split(".")):
+                self.problems.append(f"line {line}: imports the private {dotted}")
+            self.labkit[alias.asname or alias.name] = _is_labkit_module(dotted)
+
+    def _labkit_name(self, node: ast.AST) -> str | None:
+        """The labkit-bound name `node` is (or starts from), unless the enclosing function rebinds it."""
+        root = _root(node)
+        if isinstance(root, ast.Name) and root.id in self.labkit and root.id not in self.shadowed[-1]:
+            return root.id
+        return None
+
+    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
+        args = node.args
+        local = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg] if a}
+        body = node.body if isinstance(node.body, list) else [node.body]
+        for stmt in body:
+            for sub in ast.walk(stmt):
+                if isinstance(sub, ast.Name) and isinstance(sub.ctx, ast.Store):
+                    local.add(sub.id)
+                elif isinstance(sub, ast.Global):
+                    local.difference_update(sub.names)
+        self.shadowed.append(self.shadowed[-1] | local)
+        self.generic_visit(node)
+        self.shadowed.pop()
+
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_Lambda = _function
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        name = self._labkit_name(node)
+        if name and _private(node.attr) and isinstance(node.ctx, ast.Load):  # a store: see _assigned
+            self.problems.append(f"line {node.lineno}: reads the private {ast.unparse(node)} of labkit")
+        if node.attr == "path" and isinstance(node.value, ast.Name) and node.value.id in self.sys:
+            self.problems.append(f"line {node.lineno}: touches sys.path")
+        self.generic_visit(node)
+
+    def _assigned(self, targets: list[ast.AST], line: int) -> None:
+        for target in targets:
+            if isinstance(target, (ast.Tuple, ast.List)):
+                self._assigned(target.elts, line)
+            elif isinstance(target, ast.Starred):
+                self._assigned([target.value], line)
+            elif isinstance(target, (ast.Attribute, ast.Subscript)) and self._labkit_name(target):
+                self.problems.append(f"line {line}: assigns to {ast.unparse(target)} (monkeypatching labkit)")
+
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self._assigned(node.targets, node.lineno)
+        self.generic_visit(node)
+
+    def visit_AugAssign(self, node: ast.AugAssign | ast.AnnAssign) -> None:
+        self._assigned([node.target], node.lineno)
+        self.generic_visit(node)
+
+    visit_AnnAssign = visit_AugAssign
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        self._assigned(node.targets, node.lineno)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func = node.func.id if isinstance(node.func, ast.Name) else None
+        first = node.args[0] if node.args else None
+        if func in ("setattr", "delattr") and first is not None and self._labkit_name(first):
+            self.problems.append(f"line {node.lineno}: {func} on {ast.unparse(first)} (monkeypatching labkit)")
+        if (
+            func == "getattr"
+            and len(node.args) > 1
+            and self._labkit_name(first)
+            and isinstance(node.args[1], ast.Constant)
+            and _private(str(node.args[1].value))
+        ):
+            self.problems.append(f"line {node.lineno}: reads the private {node.args[1].value!r} of labkit")
+        for arg in [*node.args, *(k.value for k in node.keywords)]:
+            # a module handed to a helper, as `timed(labkit_ppo, "sample_responses", ...)` wrapped one of its functions
+            if (
+                isinstance(arg, ast.Name)
+                and self._labkit_name(arg)
+                and self.labkit[arg.id]
+                and func not in ("getattr", "setattr", "delattr")
+            ):
+                self.problems.append(
+                    f"line {node.lineno}: hands the module {arg.id} to {ast.unparse(node.func)} (to patch it?)"
+                )
+        self.generic_visit(node)
+
+
+def public_api_problems(source: str) -> list[str]:
+    """What `source` does past labkit's public API: imports or reads a private name (`_x`, dunders
+    allowed) of a labkit module, touches sys.path, or assigns to / patches an attribute of labkit."""
+    tree = ast.parse(source)
+    check = _PublicAPICheck(tree)
+    check.visit(tree)
+    return check.problems
+
+
+def test_benchmarks_are_found():
+    """The checks below see the benchmarks (a moved folder would make them pass vacuously)."""
+    assert {"peer_ppo.py", "ppo_targets.py"} <= {path.name for path in BENCHMARKS}
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.name)
+def test_benchmark_uses_only_the_public_api(path):
+    """A benchmark reaches labkit through its public API only: no private names, no sys.path, no patching."""
+    assert [] == public_api_problems(path.read_text())
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.name)
+def test_benchmark_records_the_shared_provenance(path):
+    """Every benchmark's results JSON carries the one provenance block (command, date, machine, versions)."""
+    source = path.read_text()
+    assert "artifacts.provenance(" in source and "artifacts.write_json(" in source
+
+
+@pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.name)
+def test_benchmark_names_exist_in_labkit(path):
+    """Every `module.name` a benchmark reads from a labkit module is in that module's `__all__`: a renamed or
+    removed function fails here, not minutes into a benchmark run (the tests never run the benchmarks)."""
+    tree = ast.parse(path.read_text())
+    modules = {
+        alias.asname or alias.name: importlib.import_module(f"labkit.{alias.name}")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "labkit"
+        for alias in node.names
+    }
+    used = {
+        (node.value.id, node.attr)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+    }
+    assert [] == sorted(f"{name}.{attr}" for name, attr in used if attr not in modules[name].__all__)
+
+
+def test_the_check_catches_each_way_past_the_public_api():
+    """Each forbidden pattern is reported once; a parameter that shadows a labkit module is not labkit."""
+    bad = """
+import sys
+from labkit import ppo, models
+from labkit import ppo as labkit_ppo
+from labkit.run import _sample_eval
+from labkit.models import load_policy
+sys.path.insert(0, "..")
+ppo.sample_responses = lambda *a: None
+labkit_ppo.PPOTrainer.step = None
+setattr(models, "chat_prompts", None)
+x = models._finish
+load_policy._cache = {}
+timed(ppo, "sample_responses")
+"""
+    problems = public_api_problems(bad)
+    expected = [
+        "_sample_eval",
+        "sys.path",
+        "ppo.sample_responses",
+        "labkit_ppo.PPOTrainer.step",
+        "setattr",
+        "models._finish",
+        "load_policy._cache",
+        "hands the module ppo",
+    ]
+    assert len(expected) == len(problems), problems
+    for what, problem in zip(expected, problems):
+        assert what in problem
+    fine = """
+from labkit import artifacts, world
+def f(world, models):
+    world._cache = None
+    return world.gold(world._x), models._private
+artifacts.write_json("x.json", {**artifacts.provenance("benchmarks/x.py", None), "__version__": world.__name__})
+"""
+    assert [] == public_api_problems(fine)
+
+
+# -- the peer benchmark's bookkeeping --------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +278,36 @@ def test_trl_signature_reads_conversational_completions(peer):
 
 
 def test_table_reports_the_speed_ratio_and_the_reward_bar(peer):
-    row = dict(completions=64, train_s=2.0, generate_s=1.0, rollout_s=1.5, update_s=0.5, optimizer_steps=8,
-               train_reward_first=0.1, train_reward_last=0.9, eval_reward=0.8, eval_reward_se=0.1, eval_kl=1.0,
-               eval_len=20.0)
-    results = {"rows": {
-        "base": {"eval_reward": 0.1, "eval_reward_se": 0.1, "eval_kl": 0.0, "eval_len": 20.0},
-        "labkit": {**row, "samples_per_s": 32.0,
-                   "to_peer_reward": {"target": 0.5, "window": 5, "completions": 32, "seconds": 1.0}},
-        "rloo": {**row, "samples_per_s": 16.0,
-                 "to_peer_reward": {"target": 0.5, "window": 5, "completions": 64, "seconds": 4.0}},
-        "grpo": {**row, "samples_per_s": 64.0, "to_peer_reward": {"target": 0.5, "window": 5, "reached": False}},
-    }}
+    row = dict(
+        completions=64,
+        train_s=2.0,
+        generate_s=1.0,
+        rollout_s=1.5,
+        update_s=0.5,
+        optimizer_steps=8,
+        train_reward_first=0.1,
+        train_reward_last=0.9,
+        eval_reward=0.8,
+        eval_reward_se=0.1,
+        eval_kl=1.0,
+        eval_len=20.0,
+    )
+    results = {
+        "rows": {
+            "base": {"eval_reward": 0.1, "eval_reward_se": 0.1, "eval_kl": 0.0, "eval_len": 20.0},
+            "labkit": {
+                **row,
+                "samples_per_s": 32.0,
+                "to_peer_reward": {"target": 0.5, "window": 5, "completions": 32, "seconds": 1.0},
+            },
+            "rloo": {
+                **row,
+                "samples_per_s": 16.0,
+                "to_peer_reward": {"target": 0.5, "window": 5, "completions": 64, "seconds": 4.0},
+            },
+            "grpo": {**row, "samples_per_s": 64.0, "to_peer_reward": {"target": 0.5, "window": 5, "reached": False}},
+        }
+    }
     table = peer.markdown_table(results)
     assert "labkit / rloo samples/s: 2.00x" in table
     assert "labkit / grpo samples/s: 0.50x" in table
