@@ -1,74 +1,49 @@
-"""Benchmark: labkit PPO on the tiny preset against the issue's targets, over several seeds.
+"""Benchmark: labkit PPO on the tiny preset against issue 10's targets, for both rewards, over seeds.
 
-Each seed runs exactly what `labkit run`'s PPO stage runs (the tiny preset's PPOConfig and its
-reward, a fresh base model, the world's train prompts) and measures the policy before and after
-on the preset's held-out prompts (N samples each, temperature 1):
+Each run is what `labkit run`'s PPO stages run (`ppo.preset_config`, a fresh base model, the world's
+train prompts), against
+    preference       the preference reward model trained on the shipped rankings (the default), and
+    toxicity:binary  the toxicity-classifier variant (`Preset.variant_reward`),
+and measures the policy before and after on every held-out prompt x N samples (`generate.for_preset`):
 
-    rude share        the world's style recogniser (or its insult lexicon): target down >= 80% relative
-    gold helpfulness  the world's helpfulness term (specific tips of the asked topic): not lower
-    gold utility      the world's whole gold utility
-    KL                mean per-reply KL to the reference over the last 5 steps: target <= 6 nats
-    wall seconds      the PPO training loop on this CPU: target <= 300
+    rude share        `World.is_rude`, the lab's one rule: target down >= 80% relative
+    gold utility      paired per-prompt change, 95% bootstrap interval: target excludes zero, above it
+    gold helpfulness  paired per-prompt change with its interval: target not lower
+    KL                mean per-reply KL to the reference over the last 5 steps: target <= 3 nats
+    wall seconds      the PPO training loop on this CPU: target <= 120
 
-    .venv/bin/python benchmarks/ppo_targets.py                 # seeds 0 1 2, writes results/ppo_targets.json
-    .venv/bin/python benchmarks/ppo_targets.py --seeds 0 --set lam=0.95   # try a config change
+    .venv/bin/python benchmarks/ppo_targets.py                         # seeds 0 1 2, both rewards
+    .venv/bin/python benchmarks/ppo_targets.py --seeds 0 --rewards preference --set kl_coef=0.05
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-ROOT = Path(__file__).resolve().parents[1]
-
-import torch  # noqa: E402
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
-from labkit import artifacts, evaluate, hacking, models, ppo, presets, run  # noqa: E402
+from labkit import artifacts, evaluate, generate, hacking, models, pairs, ppo, presets, reward_model, rewards, shipped  # noqa: E402
 from labkit import world as world_mod  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "ppo_targets.json"
-
-
-def one_seed(preset: presets.Preset, seed: int, overrides: dict) -> dict:
-    """Train PPO from the base model with `seed`; world statistics before and after on held-out prompts."""
-    world = world_mod.load()
-    state = run.RunState(preset=preset, out=Path("/dev/null"), report=None, world=world)
-    state.eval_prompts = world.prompts("heldout")[:preset.num_eval_prompts]
-    base, state.tokenizer = models.load_policy(preset)
-    base_samples = run._sample_eval(state, base)
-    before = hacking.reply_stats(world, base_samples)
-    cfg = preset.stage_config("ppo", ppo.PPOConfig, seed=seed, log_every=0, sample_table_every=0,
-                              max_new_tokens=preset.max_new_tokens, **overrides)
-    policy, _ = models.load_policy(preset)
-    start = time.perf_counter()
-    result = ppo.train(policy, state.tokenizer, [p.text for p in world.prompts("train")],
-                       run.make_reward(preset.ppo_reward, state), cfg)
-    wall = time.perf_counter() - start
-    after_samples = run._sample_eval(state, result.policy, seed_offset=1)
-    after = hacking.reply_stats(world, after_samples)
-    kl = statistics.fmean(m["objective/kl"] for m in result.metrics[-5:])
-    help_change = paired_change(world, base_samples, after_samples, "helpfulness", seed)
-    return {"seed": seed, "wall_seconds": wall, "kl_mean": kl, "steps": len(result.metrics),
-            "gold_helpfulness_change": help_change.value, "gold_helpfulness_change_ci": [help_change.ci_low,
-                                                                                        help_change.ci_high],
-            **{f"{k}_before": v for k, v in before.items()}, **{f"{k}_after": v for k, v in after.items()},
-            "rude_drop_relative": 1 - after["rude_fraction"] / before["rude_fraction"]}
+RESULTS = Path(__file__).resolve().parent / "results" / "ppo_targets.json"
+TARGETS = {"rude_drop": 0.8, "kl": 3.0, "wall_seconds": 120.0}
 
 
 def paired_change(world, before, after, term: str, seed: int) -> evaluate.Metric:
     """after - before of a gold term's per-prompt mean, with a 95% bootstrap interval over prompts."""
+
     def per_prompt(samples):
-        by = {}
+        by: dict[str, list[float]] = {}
         for s in samples:
             by.setdefault(s.prompt_id, []).append(getattr(world.gold(s.prompt, s.text), term))
         return by
@@ -79,49 +54,114 @@ def paired_change(world, before, after, term: str, seed: int) -> evaluate.Metric
     return evaluate.bootstrap(lambda idx: float(diff[idx].mean()), len(ids), seed=seed)
 
 
+def one_run(preset, world, tokenizer, base_samples, reward, spec: str, seed: int, overrides: dict) -> dict:
+    """PPO from the base model with `seed` against `reward`; world statistics before and after."""
+    heldout = world.prompts("heldout")[: preset.num_eval_prompts]
+    cfg = ppo.preset_config(preset, seed=seed, **overrides)
+    policy, _ = models.load_policy(preset)
+    start = time.perf_counter()
+    result = ppo.train(policy, tokenizer, [p.text for p in world.prompts("train")], reward, cfg)
+    wall = time.perf_counter() - start
+    after_samples = generate.for_preset(result.policy, tokenizer, heldout, preset, stage="after")
+    before, after = hacking.reply_stats(world, base_samples), hacking.reply_stats(world, after_samples)
+    row = {
+        "reward": spec,
+        "seed": seed,
+        "wall_seconds": wall,
+        "steps": len(result.metrics),
+        "kl_mean": statistics.fmean(m["objective/kl"] for m in result.metrics[-5:]),
+        "time_generate": statistics.fmean(m["time/generate"] for m in result.metrics),
+        "time_score": statistics.fmean(m["time/score"] for m in result.metrics),
+        **{f"{k}_before": v for k, v in before.items()},
+        **{f"{k}_after": v for k, v in after.items()},
+        "rude_drop_relative": 1 - after["rude_fraction"] / before["rude_fraction"],
+    }
+    for term in ("utility", "helpfulness"):
+        change = paired_change(world, base_samples, after_samples, term, seed)
+        row[f"gold_{term}_change"], row[f"gold_{term}_change_ci"] = change.value, [change.ci_low, change.ci_high]
+    return row
+
+
+def meets(row: dict) -> dict[str, bool]:
+    return {
+        "rude_drop_at_least_80pct": row["rude_drop_relative"] >= TARGETS["rude_drop"],
+        "utility_up_ci_excludes_zero": row["gold_utility_change_ci"][0] > 0,
+        "helpfulness_not_lower": row["gold_helpfulness_change"] >= 0,
+        "kl_at_most_3": row["kl_mean"] <= TARGETS["kl"],
+        "wall_at_most_120s": row["wall_seconds"] <= TARGETS["wall_seconds"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| reward | seed | rude before -> after | drop | utility change [95% CI] | helpfulness change [95% CI] "
+        "| KL | PPO wall s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        u, h = r["gold_utility_change_ci"], r["gold_helpfulness_change_ci"]
+        lines.append(
+            f"| {r['reward']} | {r['seed']} | {r['rude_fraction_before']:.3f} -> {r['rude_fraction_after']:.3f} "
+            f"| {r['rude_drop_relative']:.0%} | {r['gold_utility_change']:+.3f} [{u[0]:+.3f}, {u[1]:+.3f}] "
+            f"| {r['gold_helpfulness_change']:+.3f} [{h[0]:+.3f}, {h[1]:+.3f}] | {r['kl_mean']:.2f} "
+            f"| {r['wall_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                        help="override PPOConfig fields (JSON values), e.g. lam=0.95 kl_coef=0.2")
-    parser.add_argument("--reward", default=None, help="override the preset's ppo_reward, e.g. toxicity:binary")
-    parser.add_argument("--eval-prompts", type=int, default=144,
-                        help="held-out prompts to measure on (all 144 by default, as the main job)")
+    parser.add_argument("--rewards", nargs="+", default=["preference", "toxicity:binary"])
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="override PPOConfig fields (JSON values), e.g. lam=0.95 kl_coef=0.2",
+    )
+    parser.add_argument(
+        "--eval-prompts",
+        type=int,
+        default=144,
+        help="held-out prompts to measure on (all 144 by default, as the main job)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
-    preset = presets.load("tiny", num_eval_prompts=args.eval_prompts, **({"ppo_reward": args.reward} if args.reward else {}))
-    rows = [one_seed(preset, seed, overrides) for seed in args.seeds]
-    keys = ["rude_fraction", "gold_helpfulness", "gold_utility"]
-    print("| seed | rude before -> after | drop | helpfulness before -> after | change [95% CI over prompts] "
-          "| utility before -> after | KL | wall s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        cells = [f"{r[k + '_before']:.3f} -> {r[k + '_after']:.3f}" for k in keys]
-        low, high = r["gold_helpfulness_change_ci"]
-        print(f"| {r['seed']} | {cells[0]} | {r['rude_drop_relative']:.0%} | {cells[1]} | "
-              f"{r['gold_helpfulness_change']:+.3f} [{low:+.3f}, {high:+.3f}] | {cells[2]} | "
-              f"{r['kl_mean']:.2f} | {r['wall_seconds']:.0f} |")
-    mean = {k: statistics.fmean(r[k] for r in rows) for k in rows[0]
-            if k not in ("seed", "gold_helpfulness_change_ci")}
-    print(f"| mean | {mean['rude_fraction_before']:.3f} -> {mean['rude_fraction_after']:.3f} | "
-          f"{mean['rude_drop_relative']:.0%} | {mean['gold_helpfulness_before']:.3f} -> "
-          f"{mean['gold_helpfulness_after']:.3f} | {mean['gold_helpfulness_change']:+.3f} | "
-          f"{mean['gold_utility_before']:.3f} -> {mean['gold_utility_after']:.3f} "
-          f"| {mean['kl_mean']:.2f} | {mean['wall_seconds']:.0f} |")
-    targets = {"rude_drop_at_least_80pct": all(r["rude_drop_relative"] >= 0.8 for r in rows),
-               "helpfulness_not_lower": all(r["gold_helpfulness_after"] >= r["gold_helpfulness_before"] for r in rows),
-               "kl_at_most_6": all(r["kl_mean"] <= 6 for r in rows),
-               "wall_at_most_300s": all(r["wall_seconds"] <= 300 for r in rows)}
-    print("targets met on every seed:", targets)
-    cfg = presets.load("tiny").stage_config("ppo", ppo.PPOConfig, **overrides)
-    report = {"command": "python benchmarks/ppo_targets.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.machine(),
-              "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "versions": artifacts.library_versions(),
-              "reward": preset.ppo_reward, "ppo_config": cfg, "eval_prompts": preset.num_eval_prompts,
-              "samples_per_prompt": preset.completions_per_prompt, "seeds": rows, "mean": mean, "targets": targets}
+    preset = presets.load("tiny", num_eval_prompts=args.eval_prompts)
+    world = world_mod.load()
+    base, tokenizer = models.load_policy(preset)
+    base_samples = generate.for_preset(base, tokenizer, world.prompts("heldout")[: preset.num_eval_prompts], preset)
+    preference = None
+    if any("preference" in spec for spec in args.rewards):
+        start = time.perf_counter()
+        shipped_pairs = pairs.build_pairs(shipped.load_rankings(), seed=preset.seed)  # no learner's file: repeatable
+        preference, where = reward_model.load_or_train(preset, pairs=shipped_pairs)
+        print(f"preference reward model {where} in {time.perf_counter() - start:.0f} s", flush=True)
+    rows = []
+    for spec in args.rewards:
+        reward = rewards.make_reward(spec, world=world, preference=preference)
+        for seed in args.seeds:
+            rows.append(one_run(preset, world, tokenizer, base_samples, reward, spec, seed, overrides))
+            print(table(rows[-1:]).splitlines()[-1], flush=True)
+    print(table(rows))
+    targets = {
+        spec: {name: all(meets(r)[name] for r in rows if r["reward"] == spec) for name in meets(rows[0])}
+        for spec in args.rewards
+    }
+    print("targets met on every seed:", json.dumps(targets, indent=1))
+    report = {
+        **artifacts.provenance("benchmarks/ppo_targets.py", argv),
+        "targets_wanted": TARGETS,
+        "ppo_config": ppo.preset_config(preset, **overrides),
+        "eval_prompts": preset.num_eval_prompts,
+        "samples_per_prompt": preset.completions_per_prompt,
+        "runs": rows,
+        "targets": targets,
+    }
     artifacts.write_json(args.out, report)
     print(f"wrote {args.out}")
     return 0

@@ -1,6 +1,6 @@
 """Every chapter runs headless on the tiny preset, and is stored without outputs."""
+
 import json
-import os
 from pathlib import Path
 
 import nbformat
@@ -21,7 +21,9 @@ def test_there_are_chapters():
 def test_stored_without_outputs(path):
     """Code cells carry no outputs and no execution counts."""
     nb = json.loads(path.read_text())
-    dirty = [i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c["outputs"] or c["execution_count"])]
+    dirty = [
+        i for i, c in enumerate(nb["cells"]) if c["cell_type"] == "code" and (c["outputs"] or c["execution_count"])
+    ]
     assert [] == dirty
 
 
@@ -34,3 +36,59 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+
+
+LEARNER_CHAIN = (
+    "01_generate_and_rank",
+    "02_agreement_and_pairs",
+    "03_reward_models",
+    "04_ppo",
+    "06_toxicity_before_and_after",
+)
+
+
+def simulated_learner_file(folder: Path, num_items: int = 12) -> int:
+    """A learner's `my_rankings.jsonl` (the careful persona, renamed) on shipped items of train-split prompts."""
+    import dataclasses
+
+    from labkit import labelers, labels, learner, shipped
+
+    allowed = learner.train_prompts(shipped.load_rankings(), seed=0)
+    items = [it for it in labels.items_from_samples(shipped.load_samples()) if it.prompt in allowed][:num_items]
+    persona = dataclasses.replace(labelers.PERSONAS["careful"], name="learner")
+    labelers.simulate(items, [persona], labels.RankingStore(folder / learner.LEARNER_FILE), seed=0)
+    return len(items)
+
+
+def outputs_text(nb) -> str:
+    """Everything the executed cells printed or displayed as text."""
+    parts = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            parts.append(
+                out.get("text", "") if out.get("output_type") == "stream" else out.get("data", {}).get("text/plain", "")
+            )
+    return "\n".join(parts)
+
+
+@pytest.mark.slow
+def test_the_learners_rankings_flow_from_chapter_01_to_06(tmp_path, monkeypatch):
+    """With a learner's ranking file, chapters 01-04 and 06 run in one folder and use it downstream."""
+    monkeypatch.setenv("LAB_PRESET", "tiny")
+    monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    (tmp_path / "01").mkdir()
+    n = simulated_learner_file(tmp_path / "01")
+    printed = {}
+    for stem in LEARNER_CHAIN:
+        path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(
+            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+        ).execute()
+        printed[stem] = outputs_text(nb)
+    assert f"rankings of {n} items by learner" in printed["02_agreement_and_pairs"]
+    assert "saved the model trained with your rankings" in printed["03_reward_models"]
+    assert "'learner_items': 12" in printed["03_reward_models"]
+    assert f"loaded from {tmp_path / '03' / 'reward_model'}" in printed["04_ppo"]
+    assert "No rankings of yours" not in "".join(printed.values())

@@ -1,4 +1,5 @@
 """The main job: stages in order, metrics.json after every stage, a self-contained report."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,9 @@ SMALL_STAGES = {
 
 def small_preset(**stages):
     """The tiny preset at toy sizes: every stage runs in seconds."""
-    return presets.load("tiny", num_eval_prompts=3, completions_per_prompt=2, max_new_tokens=12,
-                        stages={**SMALL_STAGES, **stages})
+    return presets.load(
+        "tiny", num_eval_prompts=3, completions_per_prompt=2, max_new_tokens=12, stages={**SMALL_STAGES, **stages}
+    )
 
 
 def test_generate_stage_writes_metrics_config_and_report(tmp_path):
@@ -41,23 +43,48 @@ def test_every_stage_runs_and_reports_its_keys(tmp_path):
     """The whole pipeline at toy sizes writes every key the issues name, and figures into the report."""
     run.run(small_preset(), tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    wanted = ["generate.rude_fraction", "generate.gold_utility_mean", "generate.num_samples",
-              "labels.num_items", "labels.krippendorff_alpha", "pairs.num_train", "pairs.num_test",
-              "reward.heldout_accuracy", "reward.gold_correlation",
-              "ppo.rude_fraction_before", "ppo.rude_fraction_after", "ppo.kl_mean", "ppo.gold_utility_before",
-              "ppo.gold_utility_after", "ppo.wall_seconds"]
-    wanted += [f"evaluate.{m}.{k}" for m in ("base", "bestof2", "ppo", "dpo")
-               for k in ("toxic_share", "expected_max_toxicity", "kl", "gold_utility", "perplexity")]
+    wanted = [
+        "generate.rude_fraction",
+        "generate.gold_utility_mean",
+        "generate.num_samples",
+        "labels.num_items",
+        "labels.krippendorff_alpha",
+        "pairs.num_train",
+        "pairs.num_test",
+        "reward.heldout_accuracy",
+        "reward.gold_correlation",
+        "ppo.rude_fraction_before",
+        "ppo.rude_fraction_after",
+        "ppo.kl_mean",
+        "ppo.gold_utility_before",
+        "ppo.gold_utility_after",
+        "ppo.wall_seconds",
+    ]
+    wanted += [
+        "ppo_toxicity.rude_fraction_after",
+        "ppo_toxicity.kl_mean",
+        "reward.score_std",
+        "reward.hack_probes_exploitable",
+    ]
+    wanted += [
+        f"evaluate.{m}.{k}"
+        for m in ("base", "bestof2", "ppo", "ppo_toxicity", "dpo")
+        for k in ("toxic_share", "expected_max_toxicity", "kl", "gold_utility", "perplexity")
+    ]
     assert [] == [k for k in wanted if k not in metrics]
     assert 12 * 2 == metrics["labels.num_items"]  # two rounds of items per prompt
+    assert ("preference", "toxicity:binary") == (metrics["ppo.reward"], metrics["ppo_toxicity.reward"])
+    assert "preference" == metrics["bestofn.reward"]
     assert 0.0 == metrics["evaluate.base.kl"]
     assert metrics["evaluate.bestof2.kl"] == metrics["bestofn.kl_discrete"]  # ties counted
     assert metrics["bestofn.kl_discrete"] <= metrics["bestofn.kl_analytic"] == pytest.approx(0.1931, abs=1e-3)
-    for folder in ("labels", "pairs", "reward_model", "ppo", "dpo"):
+    for folder in ("labels", "pairs", "reward_model", "ppo", "ppo_toxicity", "dpo"):
         assert (tmp_path / folder).is_dir(), folder
     report = (tmp_path / "report.html").read_text()
     assert report.count("<img src='data:image/png;base64,") >= 6  # figures are embedded, not linked
     assert "src='http" not in report
+    assert report.index("<h2>Headline</h2>") < report.index("<h2>Model</h2>")  # the report opens with it
+    assert "ppo_toxicity" in report[: report.index("<h2>Model</h2>")]
 
 
 def test_a_stage_without_its_input_names_the_stage_to_run(tmp_path):
@@ -71,8 +98,15 @@ def test_unknown_stage_and_reward_are_clear_errors(tmp_path):
     """A typo in a stage or a reward name lists the valid ones."""
     with pytest.raises(ValueError, match="choose from"):
         run.run(small_preset(), tmp_path, stages=("generat",))
-    with pytest.raises(ValueError, match="toxicity:prob"):
-        run.make_reward("toxic")
+    with pytest.raises(ValueError, match="no stage named"):
+        run.run(small_preset(), tmp_path, stages=("",))
+
+
+def test_cli_empty_stages_is_an_error_not_every_stage(tmp_path, capsys):
+    """`--stages ""` names no stage: it is refused (it used to run the whole pipeline)."""
+    assert 2 == cli.main(["run", "--preset", "tiny", "--out", str(tmp_path), "--stages", ""])
+    assert "no stage named" in capsys.readouterr().err
+    assert not (tmp_path / "metrics.json").exists()
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
