@@ -27,15 +27,37 @@ def test_stored_without_outputs(path):
     assert [] == dirty
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path, monkeypatch):
-    """The chapter executes top to bottom on the tiny preset without an error."""
+def _execute(path: Path, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
+    """Run a chapter headless on the tiny preset with `workdir` as its LABKIT_WORKDIR; the executed notebook."""
     monkeypatch.setenv("LAB_PRESET", "tiny")
-    monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))  # chapters write their artifacts here
+    monkeypatch.setenv("LABKIT_WORKDIR", str(workdir))  # chapters write their artifacts here
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
+    return nb
+
+
+@pytest.fixture(scope="module")
+def course_folder(tmp_path_factory):
+    """One chapters folder shared by the chapters of `test_notebook_runs`, as a learner's laptop has."""
+    return tmp_path_factory.mktemp("course")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs(path, course_folder, monkeypatch):
+    """The chapters execute top to bottom in order, in one folder, with the shipped rankings only (no file
+    of the learner's): each loads what an earlier chapter saved, as in a workshop."""
+    _execute(path, course_folder, monkeypatch)
+
+
+@pytest.mark.slow
+def test_a_chapter_starts_cold(tmp_path, monkeypatch):
+    """Chapter 06 alone in an empty folder trains the reward model and the PPO policy it needs, and runs."""
+    nb = _execute(NOTEBOOKS[0].parent / "06_toxicity_before_and_after.ipynb", tmp_path, monkeypatch)
+    printed = outputs_text(nb)
+    assert "trained on the shipped rankings" in printed
+    assert "PPO policy trained" in printed
 
 
 LEARNER_CHAIN = (
@@ -74,19 +96,11 @@ def outputs_text(nb) -> str:
 @pytest.mark.slow
 def test_the_learners_rankings_flow_from_chapter_01_to_06(tmp_path, monkeypatch):
     """With a learner's ranking file, chapters 01-04 and 06 run in one folder and use it downstream."""
-    monkeypatch.setenv("LAB_PRESET", "tiny")
-    monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     (tmp_path / "01").mkdir()
     n = simulated_learner_file(tmp_path / "01")
     printed = {}
     for stem in LEARNER_CHAIN:
-        path = NOTEBOOKS[0].parent / f"{stem}.ipynb"
-        nb = nbformat.read(path, as_version=4)
-        NotebookClient(
-            nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
-        ).execute()
-        printed[stem] = outputs_text(nb)
+        printed[stem] = outputs_text(_execute(NOTEBOOKS[0].parent / f"{stem}.ipynb", tmp_path, monkeypatch))
     assert f"rankings of {n} items by learner" in printed["02_agreement_and_pairs"]
     assert "saved the model trained with your rankings" in printed["03_reward_models"]
     assert "'learner_items': 12" in printed["03_reward_models"]
