@@ -64,6 +64,7 @@ rankings: $(STAMP)
 # Each benchmark writes benchmarks/results/<name>.json; run them on an otherwise idle machine.
 bench: $(STAMP)
 	$(PY) benchmarks/ppo_targets.py
+	$(PY) benchmarks/learner_rankings.py
 	$(PY) benchmarks/reward_model.py
 	$(PY) benchmarks/reward_hacking.py
 	$(PY) benchmarks/peer_ppo.py

@@ -13,7 +13,7 @@ repeated `learner.LEARNER_WEIGHT` times (`learner.training_pairs`), for several 
 
 n = 0 is the shipped-only model. One reward-model training per n (about a minute each on 2 cores).
 
-    .venv/bin/python benchmarks/learner_rankings.py                     # n = 0 12 24 48 96
+    .venv/bin/python benchmarks/learner_rankings.py                     # n = 0 12 24 48
     .venv/bin/python benchmarks/learner_rankings.py --items 0 24 --weight 8
 """
 
@@ -49,6 +49,14 @@ class _Records:
         labels.validate(record)
 
 
+def shown_items(samples) -> list[labels.Item]:
+    """The shipped samples as the items a learner is shown: one prompt and 4 replies (the shipped data
+    hold 2 rounds of 4 per prompt; `labels.items_from_samples` alone would make items of 8)."""
+    k = presets.load("tiny").completions_per_prompt
+    keyed = [dataclasses.replace(s, prompt_id=f"{s.prompt_id}~{s.completion_id // k}") for s in samples]
+    return labels.items_from_samples(keyed)
+
+
 def learner_rankings(items: list[labels.Item], seed: int) -> list[labels.RankingRecord]:
     return labelers.simulate(items, [LEARNER], _Records(), seed=seed, resume=False)
 
@@ -64,7 +72,7 @@ def short_minus_long(reward, w, prompts) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--items", type=int, nargs="+", default=[0, 12, 24, 48, 96])
+    parser.add_argument("--items", type=int, nargs="+", default=[0, 12, 24, 48])
     parser.add_argument("--weight", type=int, default=learner.LEARNER_WEIGHT)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     split = pairs.build_pairs(records, seed=args.seed)
     consensus_test = pairs.build_pairs(pairs.consensus_records(records), seed=args.seed)["test"]
     train_prompts, test_prompts = set(split["train"]["prompt"]), set(split["test"]["prompt"])
-    items = labels.items_from_samples(shipped.load_samples())
+    items = shown_items(shipped.load_samples())
     random.Random(args.seed).shuffle(items)
     learner_train = [it for it in items if it.prompt in train_prompts]
     learner_test = pairs.build_pairs(
