@@ -42,13 +42,6 @@ LEARNER = dataclasses.replace(
 """The simulated learner: brevity's values, with twice its dislike of long replies."""
 
 
-class _Records:
-    """Just enough of a RankingStore for `labelers.simulate(..., resume=False)`."""
-
-    def submit(self, record):
-        labels.validate(record)
-
-
 def shown_items(samples) -> list[labels.Item]:
     """The shipped samples as the items a learner is shown: one prompt and 4 replies (the shipped data
     hold 2 rounds of 4 per prompt; `labels.items_from_samples` alone would make items of 8)."""
@@ -58,7 +51,7 @@ def shown_items(samples) -> list[labels.Item]:
 
 
 def learner_rankings(items: list[labels.Item], seed: int) -> list[labels.RankingRecord]:
-    return labelers.simulate(items, [LEARNER], _Records(), seed=seed, resume=False)
+    return labelers.simulate(items, [LEARNER], None, seed=seed)
 
 
 def short_minus_long(reward, w, prompts) -> float:
@@ -100,8 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         model, tokenizer, _ = reward_model.train_reward_model(dataset, cfg)
         seconds = time.perf_counter() - start
-        norm = reward_model.normalization(model, tokenizer, dataset["train"], max_length=cfg.max_length)
-        reward = reward_model.PreferenceReward(model, tokenizer, max_length=cfg.max_length, normalization=norm)
+        reward = reward_model.PreferenceReward.fit(model, tokenizer, dataset["train"], cfg)
         row = {
             "items": n,
             "learner_pairs": info["learner_pairs"],

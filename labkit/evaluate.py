@@ -400,14 +400,11 @@ def evaluate_model(
         raise ValueError("evaluate_model needs held-out prompts; got none")
     judge_objs = load_judges(tuple(cfg.judges))
     if samples is None:
-        texts = [getattr(p, "text", p) for p in prompts]
-        ids = [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
         samples = gen.generate(
             model,
             tokenizer,
-            texts,
+            list(prompts),
             n=cfg.k,
-            prompt_ids=ids,
             temperature=cfg.temperature,
             top_p=cfg.top_p,
             max_new_tokens=cfg.max_new_tokens,

@@ -36,7 +36,7 @@ class Sample:
 def generate(
     model,
     tokenizer,
-    prompts: list[str],
+    prompts: list,
     n: int = 4,
     *,
     prompt_ids: list[str] | None = None,
@@ -47,11 +47,16 @@ def generate(
     seed: int = 0,
     progress: bool = True,
 ) -> list[Sample]:
-    """`n` completions for each prompt, sampled in batches; the same seed gives the same samples."""
+    """`n` completions for each prompt, sampled in batches; the same seed gives the same samples.
+
+    `prompts` are strings or world `Prompt`s (their `.text` is asked, their `.id` kept unless
+    `prompt_ids` are given; a string's id is "p<index>").
+    """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
     if prompt_ids is None:
-        prompt_ids = [f"p{i}" for i in range(len(prompts))]
+        prompt_ids = [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
+    prompts = [getattr(p, "text", p) for p in prompts]
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"prompt_ids has {len(prompt_ids)} entries for {len(prompts)} prompts")
     rendered = chat_prompts(tokenizer, prompts)
@@ -90,14 +95,11 @@ def for_preset(
     "before" and "after" are drawn the same way everywhere. `prompts` are world `Prompt`s (their ids
     are kept) or strings.
     """
-    texts = [getattr(p, "text", p) for p in prompts]
-    ids = [getattr(p, "id", f"p{i}") for i, p in enumerate(prompts)]
     return generate(
         model,
         tokenizer,
-        texts,
+        list(prompts),
         n=preset.completions_per_prompt,
-        prompt_ids=ids,
         max_new_tokens=preset.max_new_tokens,
         batch_size=preset.batch_size,
         seed=preset.seed_for(stage),

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import agreement
-from labkit.labels import RankingRecord, RankingStore, item_field
+from labkit.labels import RankingRecord, RankingStore, item_field, validate
 
 __all__ = [
     "FLUENCY_FLAG",
@@ -276,7 +276,7 @@ def _resolve_personas(personas) -> list[Persona]:
 def simulate(
     items: Iterable[Any],
     personas,
-    store: RankingStore,
+    store: RankingStore | None,
     seed: int = 0,
     *,
     world=None,
@@ -288,7 +288,8 @@ def simulate(
 
     Seeded per (seed, persona, item), so a persona's ranking of an item does not depend on which
     other items or personas are simulated. With `resume`, items a persona already ranked under
-    `criterion` are skipped. Returns the new records.
+    `criterion` are skipped. Returns the new records; with `store=None` they are only returned
+    (validated, written nowhere, nothing to resume from).
     """
     personas = _resolve_personas(personas)
     base = scorer or world_scorer(world)
@@ -302,7 +303,7 @@ def simulate(
     items = list(items)
     out = []
     for persona in personas:
-        done = store.ranked_ids(persona.name, criterion, items=items) if resume else set()
+        done = store.ranked_ids(persona.name, criterion, items=items) if resume and store is not None else set()
         for item in items:
             item_id = str(item_field(item, "item_id"))
             if item_id in done:
@@ -318,7 +319,10 @@ def simulate(
                 item_id=item_id,
                 scorer=cached,
             )
-            store.submit(record)
+            if store is None:
+                validate(record)
+            else:
+                store.submit(record)
             out.append(record)
     return out
 

@@ -259,10 +259,18 @@ def normalization(model, tokenizer, pairs_train, max_length: int = 128, batch_si
 class PreferenceReward(rewards.Reward):
     """The preference reward model as a reward: (raw score - mean) / std of the training replies.
 
-    Build it from a folder written by `save` (the normalisation comes from its manifest) or from a
-    model and tokenizer (pass `normalization`, e.g. `normalization(model, tokenizer, pairs["train"])`;
-    None leaves raw scores, which the chapter that trains the model shows).
+    Build it from a folder written by `save` (the normalisation comes from its manifest), from a
+    freshly trained model with `PreferenceReward.fit` (normalised on its training pairs), or from a
+    model and tokenizer (pass `normalization`; None leaves raw scores).
     """
+
+    @classmethod
+    def fit(cls, model, tokenizer, pairs_train, cfg: RewardModelConfig | None = None, **kwargs: Any):
+        """The reward of a model just trained on `pairs_train`, normalised on those pairs' replies
+        (`normalization`); `cfg` gives max_length and device. `save()` writes the normalisation too."""
+        cfg = cfg or RewardModelConfig()
+        norm = normalization(model, tokenizer, pairs_train, max_length=cfg.max_length)
+        return cls(model, tokenizer, max_length=cfg.max_length, device=cfg.device, normalization=norm, **kwargs)
 
     def __init__(
         self,
@@ -773,11 +781,11 @@ def load_or_train(
         source = "trained on the given pairs"
     cfg = preset.stage_config("reward", RewardModelConfig, seed=preset.seed)
     model, tokenizer, metrics = train_reward_model(pairs, cfg)
-    norm = normalization(model, tokenizer, pairs["train"], max_length=cfg.max_length)
+    reward = PreferenceReward.fit(model, tokenizer, pairs["train"], cfg)
     if save_to is not None:
-        save(model, tokenizer, save_to, cfg, metrics=metrics, normalization=norm)
+        reward.save(save_to, cfg, metrics=metrics)
         source += f", saved to {save_to}"
-    return PreferenceReward(model, tokenizer, max_length=cfg.max_length, normalization=norm), source
+    return reward, source
 
 
 # -- the main job's stage ------------------------------------------------------------------------
@@ -816,9 +824,8 @@ def reward_stage(
             )
     heldout = eval_pairs if eval_pairs is not None else test
     model, tokenizer, metrics = train_reward_model(pairs, cfg)
-    norm = normalization(model, tokenizer, train, max_length=cfg.max_length)
-    reward = PreferenceReward(model, tokenizer, max_length=cfg.max_length, device=cfg.device, normalization=norm)
-    metrics.update(score_mean=norm["mean"], score_std=norm["std"])
+    reward = PreferenceReward.fit(model, tokenizer, train, cfg)
+    metrics.update(score_mean=reward.normalization["mean"], score_std=reward.normalization["std"])
     if heldout is not None and len(heldout):
         result = evaluate_reward_model(model, tokenizer, heldout, max_length=cfg.max_length)
         metrics.update(
@@ -839,12 +846,5 @@ def reward_stage(
     else:
         metrics.update(gold_correlation(None))
     if out_dir is not None:
-        save(
-            model,
-            tokenizer,
-            out_dir,
-            cfg,
-            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            normalization=norm,
-        )
+        reward.save(out_dir, cfg, metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     return reward, metrics

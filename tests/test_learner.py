@@ -71,14 +71,7 @@ def ranked_items(n: int, labeler: str, seed: int = 0) -> list[labels.RankingReco
     samples = shipped.load_samples()
     items = labels.items_from_samples(samples)[:n]
     persona = dataclasses.replace(labelers.PERSONAS["careful"], name=labeler)
-    return labelers.simulate(items, [persona], _MemoryStore(), seed=seed, resume=False)
-
-
-class _MemoryStore:
-    """Just enough of a RankingStore for `simulate` with resume=False."""
-
-    def submit(self, record):
-        labels.validate(record)
+    return labelers.simulate(items, [persona], None, seed=seed)
 
 
 def test_learner_records_reads_the_learner_and_the_class_file(tmp_path):
