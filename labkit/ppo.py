@@ -37,7 +37,7 @@ from torch import nn
 
 from labkit.artifacts import atomic_folder, atomic_write
 from labkit.config import seed_everything
-from labkit.models import add_lora, chat_prompts, disabled_adapter, position_ids
+from labkit.models import add_lora, chat_prompts, disabled_adapter, merged_adapter, position_ids
 from labkit.ppo_math import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -395,7 +395,7 @@ class PPOTrainer:
         cfg, tok = self.cfg, self.tokenizer
         t_start = time.perf_counter()
 
-        # 1. rollout: a seeded batch of prompts, chat-templated, left padded; sample and truncate after EOS.
+        # 1. rollout: a seeded batch of prompts, chat-templated, left padded; sample, truncate after EOS.
         prompt_rng = np.random.default_rng([cfg.seed, self.step_count])
         idx = prompt_rng.choice(len(self.prompts), cfg.batch_size, replace=len(self.prompts) < cfg.batch_size)
         queries = [self.prompts[i] for i in idx]
@@ -407,17 +407,18 @@ class PPOTrainer:
             add_special_tokens=False,
         ).to(self.device)
         b_query, b_query_mask = enc["input_ids"], enc["attention_mask"]
-        raw = sample_responses(
-            self.policy,
-            b_query,
-            b_query_mask,
-            cfg.max_new_tokens,
-            tok.eos_token_id,
-            tok.pad_token_id,
-            cfg.temperature,
-            cfg.top_p,
-            self.sample_rng,
-        )
+        with merged_adapter(self.policy):  # the same policy, sampled without per-layer adapter matmuls
+            raw = sample_responses(
+                self.policy,
+                b_query,
+                b_query_mask,
+                cfg.max_new_tokens,
+                tok.eos_token_id,
+                tok.pad_token_id,
+                cfg.temperature,
+                cfg.top_p,
+                self.sample_rng,
+            )
         b_response, b_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
         t_generate = time.perf_counter() - t_start
         b_input_ids = torch.cat([b_query, b_response], dim=1)

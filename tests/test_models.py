@@ -117,6 +117,34 @@ def test_lora_reference_is_base(tiny_lm):
     assert trainable and all("lora_" in n for n in trainable)
 
 
+def test_merged_adapter_is_the_same_policy_and_leaves_the_base_as_it_was(tiny_lm):
+    """Sampling with the LoRA folded in computes what the adapter model computes, and leaving the
+    context returns the base weights (the PPO reference) exactly."""
+    model, _ = tiny_lm
+    ids = torch.tensor([[1, 3, 40, 50, 60, 4, 70, 80]])
+    mask = torch.ones_like(ids)
+    lora = models.add_lora(model, r=4, alpha=8)
+    for name, p in lora.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)  # as if trained
+    base_before = {n: p.detach().clone() for n, p in lora.named_parameters() if "base_layer" in n}
+    with torch.no_grad():
+        adapted = models.sequence_logprobs(lora, ids, mask, response_start=4)
+        with models.merged_adapter(lora):
+            merged = models.sequence_logprobs(lora, ids, mask, response_start=4)
+            assert lora.base_model.model.model.layers[0].self_attn.q_proj.merged
+    assert torch.allclose(adapted, merged, atol=1e-5)
+    assert base_before
+    for name, p in lora.named_parameters():
+        if name in base_before:
+            assert torch.equal(p, base_before[name]), name
+    with models.disabled_adapter(lora):  # the reference is the base again, adapters unmerged
+        assert not lora.base_model.model.model.layers[0].self_attn.q_proj.merged
+    plain = torch.nn.Linear(2, 2)
+    with models.merged_adapter(plain) as same:  # a model without adapters passes through
+        assert same is plain
+
+
 def test_logprobs_ignore_left_padding(tiny_lm):
     """Left padding does not change a sequence's token log-probs (positions skip the pads)."""
     model, tok = tiny_lm
