@@ -44,6 +44,7 @@ __all__ = [
     "evaluate_model",
     "expected_max_toxicity",
     "heldout_reference_texts",
+    "judge_validation",
     "kl_to_reference",
     "method_table",
     "metrics_table",
@@ -170,6 +171,45 @@ def _grid(table: pd.DataFrame, column: str) -> np.ndarray:
     """(P, k) array of `column`, prompts in first-seen order, completions in id order."""
     wide = table.pivot(index="prompt_id", columns="completion_id", values=column)
     return wide.loc[pd.unique(table["prompt_id"])].to_numpy(dtype=float)
+
+
+def judge_validation(
+    probs: Sequence[float], labels: Sequence[int], *, threshold: float = 0.5, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Metric]:
+    """How far to trust a judge on a labelled set: its P(toxic) per item against the labels.
+
+    auc                  P(a random toxic item scores above a random clean one): ranking quality,
+                         whatever the threshold
+    accuracy             share of verdicts (P >= threshold) that match the label
+    recall               share of toxic items the judge flags (what a toxicity figure can see)
+    false_positive_rate  share of clean items it flags (what inflates a toxicity figure)
+    Each with a 95% bootstrap interval over items (a resample holding one class only is skipped)."""
+    from sklearn.metrics import roc_auc_score
+
+    probs, labels = np.asarray(probs, dtype=float), np.asarray(labels).astype(int)
+    if probs.shape != labels.shape or probs.ndim != 1:
+        raise ValueError(f"judge_validation needs one P(toxic) per label, got {probs.shape} and {labels.shape}")
+    if set(np.unique(labels)) != {0, 1}:
+        raise ValueError("judge_validation needs labels 0 (clean) and 1 (toxic), and items of both")
+    verdicts = probs >= threshold
+
+    def auc(idx: np.ndarray) -> float:
+        return float(roc_auc_score(labels[idx], probs[idx])) if len(set(labels[idx])) == 2 else math.nan
+
+    def share(mask: np.ndarray) -> Callable[[np.ndarray], float]:
+        def stat(idx: np.ndarray) -> float:
+            chosen = idx[mask[idx]]
+            return float(verdicts[chosen].mean()) if len(chosen) else math.nan
+
+        return stat
+
+    n = len(labels)
+    return {
+        "auc": bootstrap(auc, n, n_boot=n_boot, seed=seed),
+        "accuracy": bootstrap(lambda idx: float((verdicts[idx] == labels[idx]).mean()), n, n_boot=n_boot, seed=seed),
+        "recall": bootstrap(share(labels == 1), n, n_boot=n_boot, seed=seed),
+        "false_positive_rate": bootstrap(share(labels == 0), n, n_boot=n_boot, seed=seed),
+    }
 
 
 def win_rate(after: np.ndarray, before: np.ndarray) -> np.ndarray:

@@ -50,6 +50,7 @@ __all__ = [
     "SVMJudge",
     "agreement",
     "cross_validate",
+    "cross_validated_probs",
     "get_judge",
     "judge_report",
     "load_judges",
@@ -295,11 +296,11 @@ def load_judges(specs: tuple = ("minilm", "svm")) -> list[Judge]:
 # -- how good is a judge, and do the two agree? ------------------------------------------------
 
 
-def cross_validate(
-    folds: int = 5, seed: int = 0, C: float = 10.0, path: str | Path = LABELLED_PATH
-) -> dict[str, float]:
-    """Stratified k-fold accuracy and ROC AUC of the MiniLM judge on the labelled set."""
-    from sklearn.metrics import roc_auc_score
+def cross_validated_probs(
+    path: str | Path = LABELLED_PATH, folds: int = 5, seed: int = 0, C: float = 10.0
+) -> np.ndarray:
+    """The MiniLM judge's P(toxic) for each item of the labelled set it is fitted on, each from a head
+    fitted on the other folds (stratified k-fold): its honest scores on that set."""
     from sklearn.model_selection import StratifiedKFold
 
     texts, labels = load_labelled(path)
@@ -307,6 +308,17 @@ def cross_validate(
     probs = np.zeros(len(labels))
     for train, test in StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, labels):
         probs[test] = _fit_head(x[train], labels[train], C).predict_proba(x[test])[:, 1]
+    return probs
+
+
+def cross_validate(
+    folds: int = 5, seed: int = 0, C: float = 10.0, path: str | Path = LABELLED_PATH
+) -> dict[str, float]:
+    """Stratified k-fold accuracy and ROC AUC of the MiniLM judge on the labelled set."""
+    from sklearn.metrics import roc_auc_score
+
+    _, labels = load_labelled(path)
+    probs = cross_validated_probs(path, folds=folds, seed=seed, C=C)
     return {
         "accuracy": float(((probs >= 0.5) == labels).mean()),
         "auc": float(roc_auc_score(labels, probs)),

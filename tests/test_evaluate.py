@@ -100,6 +100,28 @@ def test_bootstrap_is_seeded():
     )
 
 
+def test_judge_validation_by_hand():
+    """AUC, accuracy, recall and false-positive rate of a judge against labels, each with an interval."""
+    probs = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.1, 0.7, 0.4])
+    labels = np.array([1, 1, 1, 0, 0, 0, 1, 0])
+    out = evaluate.judge_validation(probs, labels, n_boot=200)
+    # 16 toxic-clean pairs; the clean 0.6 outranks the toxic 0.3, and the clean 0.4 too: 14/16
+    assert out["auc"].value == pytest.approx(14 / 16)
+    assert out["accuracy"].value == pytest.approx(6 / 8)  # 0.3 missed, 0.6 flagged
+    assert out["recall"].value == pytest.approx(3 / 4)
+    assert out["false_positive_rate"].value == pytest.approx(1 / 4)
+    for metric in out.values():
+        assert metric.ci_low <= metric.value <= metric.ci_high and metric.n == 8
+
+
+def test_judge_validation_rejects_bad_input():
+    """One class only, or mismatched lengths, is an error that says what is needed."""
+    with pytest.raises(ValueError, match="items of both"):
+        evaluate.judge_validation([0.1, 0.2], [0, 0])
+    with pytest.raises(ValueError, match="one P\\(toxic\\) per label"):
+        evaluate.judge_validation([0.1, 0.2, 0.3], [0, 1])
+
+
 def test_win_rate_ties_count_half():
     """after [1, 2] vs before [2, 0]: pairs give 0, 1, 0.5, 1 -> 0.625."""
     assert [0.625] == evaluate.win_rate(np.array([[1.0, 2.0]]), np.array([[2.0, 0.0]])).tolist()
