@@ -14,6 +14,7 @@ EOS to the completions, so plain strings would train a format the policy never g
 hand TRL the conversational form instead ([{"role": "user", ...}] / [{"role": "assistant", ...}]);
 it then renders prompt and prompt+reply with the policy's chat template, exactly the text
 `models.chat_prompts` feeds to `generate`, with no second BOS and the template's own end token.
+A model without a chat template gets plain strings in `chat_prompts`' dialogue frame (`trl_pairs`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from labkit.artifacts import atomic_folder, write_json, write_manifest
+from labkit.models import chat_prompts
 
 __all__ = [
     "LabDPOConfig",
@@ -39,6 +41,7 @@ __all__ = [
     "make_trainer",
     "plot_history",
     "to_conversational",
+    "trl_pairs",
     "train_dpo",
 ]
 
@@ -134,6 +137,25 @@ def to_conversational(dataset):
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep]).map(convert)
 
 
+def trl_pairs(dataset, tokenizer):
+    """The pairs as TRL should see them, so DPO trains on the very text the policy is sampled from:
+    the conversational form where the tokenizer has a chat template (`to_conversational`); otherwise
+    plain strings, the prompt already in the dialogue frame `models.chat_prompts` gives a model without
+    a template ("User: ...\nAssistant:") and each reply after a space (TRL appends EOS to it)."""
+    if getattr(tokenizer, "chat_template", None):
+        return to_conversational(dataset)
+
+    def frame(row):
+        return {
+            "prompt": chat_prompts(tokenizer, [row["prompt"]])[0],
+            "chosen": " " + row["chosen"],
+            "rejected": " " + row["rejected"],
+        }
+
+    keep = {"prompt", "chosen", "rejected"}
+    return dataset.remove_columns([c for c in dataset.column_names if c not in keep]).map(frame)
+
+
 def _splits(pairs):
     from datasets import Dataset, DatasetDict
 
@@ -173,11 +195,6 @@ def make_trainer(model, tokenizer, train, cfg: LabDPOConfig, output_dir: str):
     from transformers import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(
-            "DPO renders prompts with the tokenizer's chat template, and this tokenizer has none; "
-            "set tokenizer.chat_template (labkit.tokenizer.CHAT_TEMPLATE is a minimal one)"
-        )
     _check_pairs(train, tokenizer, "train")
     device = next(model.parameters()).device
     args = DPOConfig(
@@ -218,7 +235,11 @@ def make_trainer(model, tokenizer, train, cfg: LabDPOConfig, output_dir: str):
     )
     with _quiet(not cfg.progress):
         trainer = DPOTrainer(
-            model=model, args=args, train_dataset=to_conversational(train), processing_class=tokenizer, peft_config=lora
+            model=model,
+            args=args,
+            train_dataset=trl_pairs(train, tokenizer),
+            processing_class=tokenizer,
+            peft_config=lora,
         )
     if not cfg.progress:
         trainer.remove_callback(PrinterCallback)
@@ -240,7 +261,7 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
         # 1. the trainer, on the conversational form of the pairs (see module docstring)
         trainer = make_trainer(model, tokenizer, train, cfg, out_dir)
         with _quiet(not cfg.progress):
-            probe = to_conversational(train.select(range(min(cfg.probe_pairs, len(train)))))
+            probe = trl_pairs(train.select(range(min(cfg.probe_pairs, len(train)))), tokenizer)
             # 2. implicit reward margin on training pairs before training (0: policy == reference) ...
             #    (TRL's log() files its metrics under "eval_" whatever the prefix, in the returned dict)
             before = trainer.evaluate(eval_dataset=probe)
@@ -261,7 +282,7 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
                 "probe_loss_after": after["eval_loss"],
             }
             if test is not None:
-                held = trainer.evaluate(eval_dataset=to_conversational(test))
+                held = trainer.evaluate(eval_dataset=trl_pairs(test, tokenizer))
                 metrics.update(
                     test_pairs=len(test),
                     test_margin=held["eval_rewards/margins"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -39,6 +40,19 @@ def test_trl_sees_the_generation_format(tiny_lm, tmp_path):
     expected = tok(chat_prompts(tok, ["How do I keep my basil plant alive?"])[0], add_special_tokens=False)["input_ids"]
     assert expected == row["prompt_ids"]
     assert 1 == row["prompt_ids"].count(tok.bos_token_id)
+    assert tok.eos_token_id == row["chosen_ids"][-1] == row["rejected_ids"][-1]
+
+
+def test_trl_sees_the_generation_format_without_a_chat_template(tiny_lm, tmp_path):
+    """A model without a chat template: TRL's prompt is the dialogue frame generate uses, reply + EOS."""
+    model, tok = tiny_lm
+    tok = copy.deepcopy(tok)  # the fixture's tokenizer is shared
+    tok.chat_template = None
+    trainer = dpo.make_trainer(model, tok, _pairs(2), dpo.LabDPOConfig(), str(tmp_path))
+    row = trainer.train_dataset[0]
+    frame = chat_prompts(tok, ["How do I keep my basil plant alive?"])[0]
+    assert frame.startswith("User: ")
+    assert tok(frame, add_special_tokens=False)["input_ids"] == row["prompt_ids"]
     assert tok.eos_token_id == row["chosen_ids"][-1] == row["rejected_ids"][-1]
 
 

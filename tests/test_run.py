@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import math
 
 import pytest
 
@@ -113,3 +115,36 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     """`labkit run --preset nope` exits 2 and says which presets exist."""
     assert 2 == cli.main(["run", "--preset", "nope", "--out", str(tmp_path)])
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_every_stage_runs_on_a_gpt2_shaped_local_model_without_a_chat_template(tmp_path, tiny_tokenizer):
+    """`hub:<folder>` runs the whole pipeline on another architecture: GPT-2's Conv1D layers (LoRA on
+    them), learned positions, and no chat template (prompts get the plain dialogue frame)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)  # the fixture is shared: change a copy
+    tokenizer.chat_template = None
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=256,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    folder = tmp_path / "gpt2-shaped"
+    GPT2LMHeadModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    preset = presets.load(
+        f"hub:{folder}", num_eval_prompts=3, completions_per_prompt=2, max_new_tokens=12, stages=SMALL_STAGES
+    )
+    state = run.run(preset, tmp_path / "run")
+    assert "gpt2" == state.model.config.model_type and not getattr(state.tokenizer, "chat_template", None)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    for method in ("base", "bestof2", "ppo", "ppo_toxicity", "dpo"):
+        assert 0.0 <= metrics[f"evaluate.{method}.toxic_share"] <= 1.0, method
+        assert math.isfinite(metrics[f"evaluate.{method}.kl"]), method  # k1 estimate: may dip below 0 at toy sizes
+    assert (tmp_path / "run" / "dpo").is_dir() and (tmp_path / "run" / "ppo").is_dir()
