@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from labkit.artifacts import atomic_write
-from labkit.models import chat_prompts
+from labkit.models import render_prompts
 
 __all__ = ["Sample", "for_preset", "generate", "load_jsonl", "save_jsonl", "to_dataset"]
 
@@ -46,11 +46,14 @@ def generate(
     batch_size: int = 32,
     seed: int = 0,
     progress: bool = True,
+    prompting: str = "chat",
 ) -> list[Sample]:
     """`n` completions for each prompt, sampled in batches; the same seed gives the same samples.
 
-    `prompts` are strings or world `Prompt`s (their `.text` is asked, their `.id` kept unless
-    `prompt_ids` are given; a string's id is "p<index>").
+    `prompts` are strings or prompt records with `.text` and `.id` (world or RealToxicityPrompts
+    prompts; the id is kept unless `prompt_ids` are given; a string's id is "p<index>").
+    `prompting`: "chat" asks each prompt as a user turn (`models.chat_prompts`); "plain" continues
+    the prompt text as it stands, the RealToxicityPrompts protocol (`models.render_prompts`).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -59,7 +62,7 @@ def generate(
     prompts = [getattr(p, "text", p) for p in prompts]
     if len(prompt_ids) != len(prompts):
         raise ValueError(f"prompt_ids has {len(prompt_ids)} entries for {len(prompts)} prompts")
-    rendered = chat_prompts(tokenizer, prompts)
+    rendered = render_prompts(tokenizer, prompts, prompting)
     jobs = [(i, c) for i in range(len(prompts)) for c in range(n)]  # (prompt index, completion id)
     device = next(model.parameters()).device
     sampling = dict(do_sample=True, temperature=temperature, top_p=top_p) if temperature > 0 else dict(do_sample=False)
