@@ -146,7 +146,7 @@ def test_merged_adapter_is_the_same_policy_and_leaves_the_base_as_it_was(tiny_lm
 
 
 def test_render_prompts_chat_plain_and_unknown(tiny_tokenizer):
-    """"chat" is the chat template, "plain" the text itself (no BOS, no turn markers); others are refused."""
+    """The "chat" form is the chat template, "plain" the text itself (no BOS, no turn markers); others are refused."""
     prompts = ["Seweid claimed that she was"]
     assert models.chat_prompts(tiny_tokenizer, prompts) == models.render_prompts(tiny_tokenizer, prompts, "chat")
     assert prompts == models.render_prompts(tiny_tokenizer, prompts, "plain")
