@@ -41,8 +41,8 @@ __all__ = [
     "make_trainer",
     "plot_history",
     "to_conversational",
-    "trl_pairs",
     "train_dpo",
+    "trl_pairs",
 ]
 
 
