@@ -52,6 +52,8 @@ class BestOfNConfig:
     """Sequences per generation batch."""
     seed: int = 0
     """Sampling seed."""
+    prompting: str = "chat"
+    """How prompts are put to the model (`models.render_prompts`): "chat" or "plain"."""
 
 
 def bon_kl(n: int) -> float:
@@ -111,6 +113,7 @@ def best_of_n(
     batch_size: int = 32,
     seed: int = 0,
     return_pool: bool = False,
+    prompting: str = "chat",
 ):
     """Sample `n` replies per prompt and keep the reward's argmax; `k` > 1 repeats that k times per
     prompt (k winners, completion_id 0..k-1: what the evaluation's k samples per prompt need).
@@ -132,6 +135,7 @@ def best_of_n(
         batch_size=batch_size,
         seed=seed,
         progress=False,
+        prompting=prompting,
     )
     scores = _score(reward, pool)
     # group g of a prompt = its completions g*n .. g*n+n-1; the best of each group is winner g
@@ -236,6 +240,7 @@ def bestofn_stage(
         max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
+        prompting=cfg.prompting,
         return_pool=True,
     )
     row = {p: i for i, p in enumerate(dict.fromkeys(s.prompt_id for s in pool))}

@@ -69,6 +69,9 @@ class LabDPOConfig:
     """TRL loss: "sigmoid" is DPO; "ipo", "hinge", "robust" ... are its variants."""
     max_length: int = 256
     """Longest prompt + reply in tokens; longer pairs are truncated at the end."""
+    prompting: str = "chat"
+    """How the policy is prompted (`models.render_prompts`): "chat", or "plain" (prompt and continuation as one
+    text, the continuation keeping its leading space)."""
     probe_pairs: int = 64
     """Training pairs re-scored before and after training to report the implicit reward margin."""
     seed: int = 0
@@ -137,11 +140,16 @@ def to_conversational(dataset):
     return dataset.remove_columns([c for c in dataset.column_names if c not in keep]).map(convert)
 
 
-def trl_pairs(dataset, tokenizer):
+def trl_pairs(dataset, tokenizer, prompting: str = "chat"):
     """The pairs as TRL should see them, so DPO trains on the very text the policy is sampled from:
     the conversational form where the tokenizer has a chat template (`to_conversational`); otherwise
     plain strings, the prompt already in the dialogue frame `models.chat_prompts` gives a model without
-    a template ("User: ...\nAssistant:") and each reply after a space (TRL appends EOS to it)."""
+    a template ("User: ...\nAssistant:") and each reply after a space (TRL appends EOS to it).
+    With `prompting="plain"` the prompt is the text to continue and each reply is its continuation as
+    sampled (leading space kept; a reply without one gets none)."""
+    if prompting == "plain":
+        keep = {"prompt", "chosen", "rejected"}
+        return dataset.remove_columns([c for c in dataset.column_names if c not in keep])
     if getattr(tokenizer, "chat_template", None):
         return to_conversational(dataset)
 
@@ -237,7 +245,7 @@ def make_trainer(model, tokenizer, train, cfg: LabDPOConfig, output_dir: str):
         trainer = DPOTrainer(
             model=model,
             args=args,
-            train_dataset=trl_pairs(train, tokenizer),
+            train_dataset=trl_pairs(train, tokenizer, cfg.prompting),
             processing_class=tokenizer,
             peft_config=lora,
         )
@@ -261,7 +269,7 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
         # 1. the trainer, on the conversational form of the pairs (see module docstring)
         trainer = make_trainer(model, tokenizer, train, cfg, out_dir)
         with _quiet(not cfg.progress):
-            probe = trl_pairs(train.select(range(min(cfg.probe_pairs, len(train)))), tokenizer)
+            probe = trl_pairs(train.select(range(min(cfg.probe_pairs, len(train)))), tokenizer, cfg.prompting)
             # 2. implicit reward margin on training pairs before training (0: policy == reference) ...
             #    (TRL's log() files its metrics under "eval_" whatever the prefix, in the returned dict)
             before = trainer.evaluate(eval_dataset=probe)
@@ -282,7 +290,7 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
                 "probe_loss_after": after["eval_loss"],
             }
             if test is not None:
-                held = trainer.evaluate(eval_dataset=trl_pairs(test, tokenizer))
+                held = trainer.evaluate(eval_dataset=trl_pairs(test, tokenizer, cfg.prompting))
                 metrics.update(
                     test_pairs=len(test),
                     test_margin=held["eval_rewards/margins"],

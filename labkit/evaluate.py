@@ -91,7 +91,10 @@ class EvalConfig:
     n_bootstrap: int = 1000
     """Bootstrap resamples of the prompts for every interval."""
     reference_texts: int = 64
-    """Held-out (prompt, helpful reply) pairs whose perplexity each policy is measured on."""
+    """Held-out reference texts whose perplexity each policy is measured on (`World.reference_texts`)."""
+    prompting: str = "chat"
+    """How prompts are put to the policy (`models.render_prompts`): "chat" or "plain"; the KL and the
+    perplexity re-render them the same way."""
     seed: int = 0
     """Seed for sampling and the bootstrap."""
 
@@ -250,12 +253,14 @@ def _response_logprobs(
     return out
 
 
-def _sample_token_ids(tokenizer, samples, max_new_tokens: int) -> tuple[list[list[int]], list[list[int]]]:
+def _sample_token_ids(
+    tokenizer, samples, max_new_tokens: int, prompting: str = "chat"
+) -> tuple[list[list[int]], list[list[int]]]:
     """Rendered-prompt ids and response ids of samples (EOS appended when the sample stopped early,
     i.e. it ended at EOS rather than at max_new_tokens)."""
-    from labkit.models import chat_prompts
+    from labkit.models import render_prompts
 
-    rendered = chat_prompts(tokenizer, [s.prompt for s in samples])
+    rendered = render_prompts(tokenizer, [s.prompt for s in samples], prompting)
     contexts = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in rendered]
     responses = []
     for s in samples:
@@ -267,7 +272,14 @@ def _sample_token_ids(tokenizer, samples, max_new_tokens: int) -> tuple[list[lis
 
 
 def kl_to_reference(
-    model, tokenizer, samples, reference: Any = "disable_adapter", *, max_new_tokens: int = 48, batch_size: int = 32
+    model,
+    tokenizer,
+    samples,
+    reference: Any = "disable_adapter",
+    *,
+    max_new_tokens: int = 48,
+    batch_size: int = 32,
+    prompting: str = "chat",
 ) -> np.ndarray:
     """Per-sample sum over response tokens of log p_policy - log p_ref (an unbiased estimate of
     KL(policy || ref) when the samples come from the policy at temperature 1).
@@ -276,7 +288,7 @@ def kl_to_reference(
     adapters off; for a plain model that is the model itself, so KL = 0)."""
     from labkit.models import disabled_adapter
 
-    contexts, responses = _sample_token_ids(tokenizer, samples, max_new_tokens)
+    contexts, responses = _sample_token_ids(tokenizer, samples, max_new_tokens, prompting)
     policy = _response_logprobs(model, tokenizer, contexts, responses, batch_size)
     if isinstance(reference, str):
         if reference != "disable_adapter":
@@ -288,16 +300,19 @@ def kl_to_reference(
     return np.array([float((p - r).sum()) for p, r in zip(policy, ref)])
 
 
-def perplexity(model, tokenizer, texts: Sequence, *, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(NLL sum, token count) per reference text. A text is a string (scored after BOS) or a
-    (prompt, reply) pair (the reply + EOS scored after the chat-rendered prompt)."""
-    from labkit.models import chat_prompts
+def perplexity(
+    model, tokenizer, texts: Sequence, *, batch_size: int = 32, prompting: str = "chat"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(NLL sum, token count) per reference text. A text is a string (scored after BOS; with "plain"
+    prompting after its own first token, as a chat model's BOS opens a chat turn) or a (prompt, reply)
+    pair (the reply scored after the rendered prompt, plus EOS when prompting is "chat")."""
+    from labkit.models import render_prompts
 
     contexts, responses = [], []
     for t in texts:
         if isinstance(t, str):
             ids = tokenizer(t, add_special_tokens=False)["input_ids"]
-            if tokenizer.bos_token_id is not None:
+            if tokenizer.bos_token_id is not None and prompting == "chat":
                 contexts.append([tokenizer.bos_token_id])
                 responses.append(ids)
             else:  # no BOS: the first token is context, the rest is scored
@@ -305,8 +320,9 @@ def perplexity(model, tokenizer, texts: Sequence, *, batch_size: int = 32) -> tu
                 responses.append(ids[1:])
         else:
             prompt, reply = t
-            contexts.append(tokenizer(chat_prompts(tokenizer, [prompt])[0], add_special_tokens=False)["input_ids"])
-            eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+            rendered = render_prompts(tokenizer, [prompt], prompting)[0]
+            contexts.append(tokenizer(rendered, add_special_tokens=False)["input_ids"])
+            eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None and prompting == "chat" else []
             responses.append(tokenizer(reply, add_special_tokens=False)["input_ids"] + eos)
     if any(not c for c in contexts):
         raise ValueError("perplexity: a reference text is empty; drop empty texts from ref_texts")
@@ -315,9 +331,9 @@ def perplexity(model, tokenizer, texts: Sequence, *, batch_size: int = 32) -> tu
 
 
 def heldout_reference_texts(world, n: int = 64, seed: int = 0) -> list[tuple[str, str]]:
-    """(prompt, helpful reply) pairs on the world's held-out prompts: the perplexity reference."""
-    dialogues = world.dialogues(n, seed=seed, mix={"helpful": 1.0}, split="heldout")
-    return [(getattr(d.prompt, "text", d.prompt), d.reply) for d in dialogues]
+    """The world's perplexity reference (`reference_texts`): (prompt, helpful reply) pairs on the tiny
+    world's held-out prompts; non-toxic continuation-register texts in the RealToxicityPrompts world."""
+    return world.reference_texts(n, seed=seed)
 
 
 # -- the evaluation ----------------------------------------------------------------------------
@@ -410,6 +426,7 @@ def preset_config(preset, **overrides: Any) -> EvalConfig:
         "k": preset.completions_per_prompt,
         "max_new_tokens": preset.max_new_tokens,
         "batch_size": preset.batch_size,
+        "prompting": preset.prompting,
         **overrides,
     }
     return preset.stage_config("evaluate", EvalConfig, **values)
@@ -451,6 +468,7 @@ def evaluate_model(
             batch_size=cfg.batch_size,
             seed=cfg.seed,
             progress=False,
+            prompting=cfg.prompting,
         )
     table = _score_table(samples, judge_objs, reward, world)
     if reference is not None:
@@ -460,11 +478,19 @@ def evaluate_model(
                 "top_p=1.0, or pass reference=None to skip the KL"
             )
         table["kl"] = kl_to_reference(
-            model, tokenizer, samples, reference, max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size
+            model,
+            tokenizer,
+            samples,
+            reference,
+            max_new_tokens=cfg.max_new_tokens,
+            batch_size=cfg.batch_size,
+            prompting=cfg.prompting,
         )
     ref_nll = ref_tokens = None
     if ref_texts:
-        ref_nll, ref_tokens = perplexity(model, tokenizer, list(ref_texts), batch_size=cfg.batch_size)
+        ref_nll, ref_tokens = perplexity(
+            model, tokenizer, list(ref_texts), batch_size=cfg.batch_size, prompting=cfg.prompting
+        )
     names = [j.name for j in judge_objs]
     metrics = summarise(table, names, n_boot=cfg.n_bootstrap, seed=cfg.seed, ref_nll=ref_nll, ref_tokens=ref_tokens)
     return EvalResult(samples=list(samples), table=table, metrics=metrics, judges=names)

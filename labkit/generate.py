@@ -53,7 +53,8 @@ def generate(
     `prompts` are strings or prompt records with `.text` and `.id` (world or RealToxicityPrompts
     prompts; the id is kept unless `prompt_ids` are given; a string's id is "p<index>").
     `prompting`: "chat" asks each prompt as a user turn (`models.chat_prompts`); "plain" continues
-    the prompt text as it stands, the RealToxicityPrompts protocol (`models.render_prompts`).
+    the prompt text as it stands, the RealToxicityPrompts protocol (`models.render_prompts`); its
+    samples keep their leading space, so prompt + text re-tokenizes to the tokens sampled.
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
@@ -84,7 +85,10 @@ def generate(
             new = out[:, enc["input_ids"].shape[1] :]
             for (i, c), ids in zip(batch, new):
                 length = _length_to_eos(ids, tokenizer.eos_token_id, tokenizer.pad_token_id)
-                text = tokenizer.decode(ids[:length], skip_special_tokens=True).strip()
+                text = tokenizer.decode(ids[:length], skip_special_tokens=True)
+                # a continuation keeps its leading space: " idiot" and "idiot" are different tokens, and
+                # KL, perplexity and DPO re-tokenize prompt + text; a chat reply starts a fresh turn.
+                text = text.rstrip() if prompting == "plain" else text.strip()
                 samples.append(Sample(prompt_ids[i], prompts[i], c, text, length))
     return samples
 
@@ -107,6 +111,7 @@ def for_preset(
         batch_size=preset.batch_size,
         seed=preset.seed_for(stage),
         progress=progress,
+        prompting=preset.prompting,
     )
 
 

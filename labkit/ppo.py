@@ -37,7 +37,7 @@ from torch import nn
 
 from labkit.artifacts import atomic_folder, atomic_write
 from labkit.config import seed_everything
-from labkit.models import add_lora, chat_prompts, disabled_adapter, merged_adapter, position_ids
+from labkit.models import add_lora, disabled_adapter, merged_adapter, position_ids, render_prompts
 from labkit.ppo_math import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -115,6 +115,8 @@ class PPOConfig:
     """Nucleus sampling threshold (1.0 = sample from the full distribution, which PPO's maths assumes)."""
     max_new_tokens: int = 48
     """Longest response in tokens; responses stop earlier at EOS."""
+    prompting: str = "chat"
+    """How prompts are put to the policy (`models.render_prompts`): "chat" or "plain" (continue the text)."""
     total_steps: int = 40
     """PPO steps (rollout + update) in the whole run, counting steps done before a resume."""
     whiten_rewards: bool = False
@@ -156,6 +158,7 @@ class PPOConfig:
             (self.kl_estimator in KL_ESTIMATORS, f"kl_estimator must be one of {KL_ESTIMATORS}"),
             (self.value_head in ("shared", "separate"), "value_head must be 'shared' or 'separate'"),
             (self.total_steps >= 0, "total_steps must be >= 0"),
+            (self.prompting in ("chat", "plain"), "prompting must be 'chat' or 'plain'"),
         ]
         for ok, message in checks:
             if not ok:
@@ -169,6 +172,7 @@ def preset_config(preset, **overrides: Any) -> PPOConfig:
     values = {
         "seed": preset.seed,
         "max_new_tokens": preset.max_new_tokens,
+        "prompting": preset.prompting,
         "log_every": 0,
         "sample_table_every": 0,
         **overrides,
@@ -314,7 +318,7 @@ class PPOTrainer:
             raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token (models.prepare_tokenizer does)")
         self.tokenizer, self.reward_fn, self.callbacks = tokenizer, reward_fn, list(callbacks)
         self.prompts = list(prompts)
-        self.rendered = chat_prompts(tokenizer, self.prompts)
+        self.rendered = render_prompts(tokenizer, self.prompts, cfg.prompting)
         self.device = next(policy.parameters()).device
         seed_everything(cfg.seed)  # adapter init is random: seed it so a rebuilt run starts identical
 

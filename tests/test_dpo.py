@@ -24,6 +24,20 @@ def _pairs(n: int = 8) -> Dataset:
     )
 
 
+def test_plain_prompting_trains_on_prompt_and_continuation_as_one_text(tiny_lm, tmp_path):
+    """prompting="plain" (the smol preset's RealToxicityPrompts continuations): no chat turn, no dialogue
+    frame; TRL's prompt ids are the prompt's own tokens and the continuation keeps its leading space."""
+    model, tok = tiny_lm
+    pairs = Dataset.from_dict(
+        {"prompt": ["He said that you"], "chosen": [" should rest."], "rejected": [" are an idiot"]}
+    )
+    assert pairs[0] == dpo.trl_pairs(pairs, tok, "plain")[0]
+    trainer = dpo.make_trainer(model, tok, pairs, dpo.LabDPOConfig(prompting="plain"), str(tmp_path))
+    row = trainer.train_dataset[0]
+    assert tok("He said that you", add_special_tokens=False)["input_ids"] == row["prompt_ids"]
+    assert tok(" should rest.", add_special_tokens=False)["input_ids"] == row["chosen_ids"][:-1]
+
+
 def test_dpo_loss_by_hand():
     """Policy equal to reference gives log 2; a positive margin lowers the loss."""
     z = torch.zeros(3)

@@ -327,3 +327,22 @@ def test_style_breakdown_shares_and_judge_verdicts_per_style():
     assert pytest.approx([1 / 3, 1.0]) == table[("base", "toxic [len]")].tolist()
     assert 1.0 == table.loc["unrecognised", ("ppo", "share")]
     assert 0.25 == table.loc["unrecognised", ("ppo", "toxic [len]")]
+
+
+def test_plain_prompting_scores_the_continuation_after_the_prompts_own_tokens(tiny_lm):
+    """KL and perplexity with prompting="plain" re-tokenize the prompt as plain text (no chat turn, no
+    BOS: a chat model's BOS opens a turn) and the continuation with its leading space."""
+    model, tok = tiny_lm
+    samples = [Sample("p0", "You are", 0, " an idiot", 3)]
+    contexts, responses = evaluate._sample_token_ids(tok, samples, max_new_tokens=3, prompting="plain")
+    assert [tok("You are", add_special_tokens=False)["input_ids"]] == contexts
+    assert [tok(" an idiot", add_special_tokens=False)["input_ids"]] == responses  # at the cap: no EOS
+    assert [0.0] == evaluate.kl_to_reference(model, tok, samples, model, max_new_tokens=3, prompting="plain").tolist()
+    text = "the river burst its banks overnight"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    _, plain_tokens = evaluate.perplexity(model, tok, [text], prompting="plain")
+    _, chat_tokens = evaluate.perplexity(model, tok, [text], prompting="chat")
+    assert [len(ids) - 1] == plain_tokens.tolist()  # the first token is the context
+    assert [len(ids)] == chat_tokens.tolist()  # scored after BOS
+    _, pair_tokens = evaluate.perplexity(model, tok, [("You are", " an idiot")], prompting="plain")
+    assert [len(tok(" an idiot", add_special_tokens=False)["input_ids"])] == pair_tokens.tolist()  # no EOS

@@ -76,3 +76,17 @@ def test_bad_arguments(tiny_lm):
         generate.generate(model, tok, ["a"], n=0, progress=False)
     with pytest.raises(ValueError, match="prompt_ids has 2 entries for 1 prompts"):
         generate.generate(model, tok, ["a"], prompt_ids=["x", "y"], progress=False)
+
+
+def test_plain_prompting_continues_the_text_and_keeps_the_leading_space(tiny_lm):
+    """prompting="plain": the prompt is not put in a chat turn, and a continuation that starts with a
+    space keeps it (re-tokenizing prompt + text must give the sampled tokens); chat replies are stripped."""
+    model, tok = tiny_lm
+    kwargs = dict(n=8, max_new_tokens=6, batch_size=16, seed=3, progress=False)
+    plain = generate.generate(model, tok, ["You are", "The basil"], prompting="plain", **kwargs)
+    chat = generate.generate(model, tok, ["You are", "The basil"], prompting="chat", **kwargs)
+    assert any(s.text.startswith(" ") for s in plain)
+    assert not any(s.text != s.text.strip() for s in chat)
+    assert all(s.text == s.text.rstrip() for s in plain)
+    with pytest.raises(ValueError, match="prompting must be one of"):
+        generate.generate(model, tok, ["x"], prompting="shout", **kwargs)

@@ -441,3 +441,14 @@ def test_checkpoints_hold_no_pickle_and_a_damaged_one_is_a_clear_error(tiny_toke
             token_reward(tiny_tokenizer),
             small_cfg(total_steps=2, output_dir=str(tmp_path)),
         )
+
+
+def test_plain_prompting_puts_the_prompt_as_text_to_continue(tiny_lm):
+    """PPOConfig(prompting="plain"): the rollout samples a continuation of the prompt itself, no chat turn."""
+    model, tok = tiny_lm
+    cfg = PPOConfig(batch_size=2, mini_batch_size=2, max_new_tokens=4, total_steps=1, prompting="plain", log_every=0)
+    trainer = PPOTrainer(model, tok, ["You are a", "The river"], lambda q, r: torch.zeros(len(r)), cfg)
+    assert ["You are a", "The river"] == trainer.rendered
+    assert math.isfinite(trainer.step()["objective/kl"])
+    with pytest.raises(ValueError, match="prompting must be 'chat' or 'plain'"):
+        PPOConfig(prompting="shout")
