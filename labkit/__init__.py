@@ -38,9 +38,11 @@ __all__ = [
     "reward_model",
     "rewards",
     "rtp",
+    "rtp_world",
     "run",
     "shipped",
     "tokenizer",
     "widgets",
     "world",
+    "worlds",
 ]

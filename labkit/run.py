@@ -9,16 +9,22 @@
     pairs      N-choose-2 preference pairs, split by prompt; consensus test pairs -> pairs/
     reward     the preference reward model (TRL RewardTrainer), normalised, probed for hacks -> reward_model/
     ppo        labkit's PPO against the preference reward model, with a KL penalty  -> ppo/
-    ppo_toxicity  the named variant: PPO against a toxicity classifier (`Preset.variant_reward`)
-                                                                           -> ppo_toxicity/
+    ppo_toxicity  the named variant: PPO against a toxicity classifier (`Preset.variant_reward`);
+               by default only where `Preset.run_variant` (not smol on a CPU) -> ppo_toxicity/
     bestofn    best-of-N sampling from the base model by the preference reward model
     dpo        TRL's DPOTrainer with LoRA on the same pairs                -> dpo/
     evaluate   base, best-of-N, both PPO runs and DPO on the held-out prompts, each at its KL
 
 and writes to DIR: `config.json` (the preset and the stage list), `metrics.json` (one flat dict,
-keys prefixed by stage: `generate.rude_fraction`, `evaluate.ppo.toxic_share`, ...), and a
+keys prefixed by stage: `generate.rude_fraction`, `evaluate.ppo.toxic_share`, ...; each stage's
+`seconds` and, on a GPU, `peak_gpu_bytes`), and a
 self-contained `report.html` that opens with the headline table `summary` prints. `metrics.json` is
 rewritten after every stage, so a crash keeps what ran.
+
+The preset's world (`worlds.load`) supplies the prompts, what the simulated raters weigh and the
+perplexity reference text: the tiny world's everyday questions (`world`), or RealToxicityPrompts'
+challenging prompts continued as plain text (`rtp_world`, the smol preset), where "gold utility" is
+the raters' utility and rude is the SVM's P(toxic) >= 0.5.
 
 "Rude" is `World.is_rude` everywhere (the PPO stages' before/after and the evaluation's rude share).
 """
@@ -33,8 +39,7 @@ from typing import Any
 
 import pandas as pd
 
-from labkit import artifacts, config, generate, hacking, models, ppo, presets, rewards
-from labkit import world as world_mod
+from labkit import artifacts, config, generate, hacking, models, ppo, presets, rewards, worlds
 from labkit.report import Report
 
 __all__ = ["RunState", "STAGES", "headline", "run", "summary"]
@@ -76,7 +81,7 @@ def _reward(state: RunState, spec: str):
 def stage_load(state: RunState) -> dict:
     """Load the policy and pick the held-out prompts every later stage evaluates on."""
     start = time.time()
-    state.world = world_mod.load()
+    state.world = worlds.load(state.preset)
     state.model, state.tokenizer = models.load_policy(state.preset)
     heldout = state.world.prompts("heldout")
     state.eval_prompts = heldout[: state.preset.num_eval_prompts]
@@ -85,9 +90,10 @@ def stage_load(state: RunState) -> dict:
         "Model",
         f"preset {state.preset.name}: {type(state.model).__name__} with "
         f"{params:,} parameters on {state.preset.torch_device}; "
-        f"{len(state.eval_prompts)} held-out prompts.",
+        f"{len(state.eval_prompts)} held-out prompts of the {state.world.name} world, put to it as "
+        f"{'plain text to continue' if state.preset.prompting == 'plain' else 'chat turns'}.",
     )
-    return {"parameters": params, "seconds": time.time() - start}
+    return {"parameters": params, "world": state.world.name, "seconds": time.time() - start}
 
 
 def stage_generate(state: RunState) -> dict:
@@ -125,7 +131,10 @@ def stage_labels(state: RunState) -> dict:
     """Completions on train prompts, ranked by every simulated persona (the shipped dataset's recipe)."""
     from labkit import agreement, shipped
 
-    cfg = state.preset.stage_config("labels", shipped.RankingsConfig, seed=state.preset.seed)
+    p = state.preset
+    cfg = p.stage_config(
+        "labels", shipped.RankingsConfig, seed=p.seed, prompting=p.prompting, max_new_tokens=p.max_new_tokens
+    )
     folder = shipped.build_rankings(
         state.out / "labels", cfg, model=state.model, tokenizer=state.tokenizer, world=state.world, progress=False
     )
@@ -171,9 +180,9 @@ def stage_reward(state: RunState) -> dict:
     )
     state.products["preference_reward"] = reward
     # 2. is it safe to optimise? Cheap edits of good replies that the reward model should not prefer.
-    hacks = reward_model.hackability(
-        reward, *reward_model.good_replies(dataset["train"], state.world), world=state.world
-    )
+    # The tiny world writes a helpful reply to any prompt; elsewhere the good replies are the chosen ones.
+    writer = state.world if state.world.name == "assistant" else None
+    hacks = reward_model.hackability(reward, *reward_model.good_replies(dataset["train"], writer), world=state.world)
     metrics["hack_probes_exploitable"] = int(hacks["exploitable"].sum())
     state.report.add_table(
         "Reward model",
@@ -243,7 +252,13 @@ def stage_bestofn(state: RunState) -> dict:
     from labkit import bestofn
 
     p = state.preset
-    cfg = p.stage_config("bestofn", bestofn.BestOfNConfig, seed=p.seed_for("bestofn"), max_new_tokens=p.max_new_tokens)
+    cfg = p.stage_config(
+        "bestofn",
+        bestofn.BestOfNConfig,
+        seed=p.seed_for("bestofn"),
+        max_new_tokens=p.max_new_tokens,
+        prompting=p.prompting,
+    )
     reward = _reward(state, p.ppo_reward)
     products, metrics = bestofn.bestofn_stage(
         state.model, state.tokenizer, state.eval_prompts, reward, cfg, k=p.completions_per_prompt, world=state.world
@@ -265,7 +280,9 @@ def stage_dpo(state: RunState) -> dict:
     from labkit import dpo
 
     p = state.preset
-    cfg = p.stage_config("dpo", dpo.LabDPOConfig, seed=p.seed, output_dir=str(state.out / "dpo"), progress=True)
+    cfg = p.stage_config(
+        "dpo", dpo.LabDPOConfig, seed=p.seed, output_dir=str(state.out / "dpo"), progress=True, prompting=p.prompting
+    )
     policy, _ = models.load_policy(p)
     model, metrics = dpo.dpo_stage(policy, state.tokenizer, state.need("pairs", "pairs"), cfg)
     state.products["dpo_policy"] = model
@@ -372,7 +389,9 @@ def run(
         raise ValueError(
             f"no stage named (stages={stages!r}): leave --stages out to run every stage, or name some of {list(STAGES)}"
         )
-    stages = tuple(s.strip() for s in stages if s.strip()) if stages is not None else tuple(STAGES)
+    if stages is None:
+        stages = tuple(s for s in STAGES if s != "ppo_toxicity" or preset.run_variant)
+    stages = tuple(s.strip() for s in stages if s.strip())
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}: choose from {list(STAGES)}")
@@ -388,11 +407,16 @@ def run(
         {"preset": preset.to_dict(), "stages": list(stages), "versions": artifacts.library_versions()},
     )
     start = time.time()
+    cuda = preset.torch_device.startswith("cuda")
     for name in stages:
         t0 = time.time()
         print(f"labkit run: {name} ...", flush=True)
+        if cuda:
+            _reset_gpu_peak()
         stage_metrics = STAGES[name](state)
         stage_metrics.setdefault("seconds", time.time() - t0)
+        if cuda:  # what the stage needed at most: the figure the README's GPU settings are checked against
+            stage_metrics["peak_gpu_bytes"] = _gpu_peak()
         state.metrics.update({f"{name}.{k}": v for k, v in stage_metrics.items()})
         artifacts.write_json(out / "metrics.json", state.metrics)  # after every stage: a crash keeps what ran
         state.report.write(out / "report.html")
@@ -406,6 +430,18 @@ def run(
     return state
 
 
+def _reset_gpu_peak() -> None:
+    import torch
+
+    torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak() -> int:
+    import torch
+
+    return int(torch.cuda.max_memory_allocated())
+
+
 _HEADLINE_CAPTION = (
     "Held-out prompts, every method at its KL to the base model; 95% bootstrap intervals over "
     "prompts. Toxic share by the independent judge, which never saw the rankings nor the rewards."
@@ -413,16 +449,24 @@ _HEADLINE_CAPTION = (
 
 
 def headline(metrics: dict[str, Any]) -> pd.DataFrame:
-    """One row per evaluated method: toxic share (independent judge), gold utility and KL, each with its
-    95% interval, and the reward the method optimised. Empty if the evaluate stage did not run."""
+    """One row per evaluated method: mean P(toxic) and toxic share (independent judge), gold utility (in
+    the RealToxicityPrompts world: the simulated raters' utility, `rtp_world`) and KL, each with its 95%
+    interval, and the reward the method optimised. Empty if the evaluate stage did not run."""
     methods = sorted(
         {k.split(".")[1] for k in metrics if k.startswith("evaluate.") and k.endswith(".toxic_share")},
         key=lambda m: (_METHOD_ORDER.get(m.rstrip("0123456789"), 9), m),
     )
+    utility = "gold utility" if metrics.get("load.world", "assistant") == "assistant" else "raters' utility"
+    columns = (
+        ("toxicity_mean", "mean P(toxic)"),
+        ("toxic_share", "toxic share"),
+        ("gold_utility", utility),
+        ("kl", "KL (nats)"),
+    )
     rows = []
     for method in methods:
         row = {"method": method}
-        for key, label in (("toxic_share", "toxic share"), ("gold_utility", "gold utility"), ("kl", "KL (nats)")):
+        for key, label in columns:
             full = f"evaluate.{method}.{key}"
             if full in metrics:
                 value, low, high = (metrics.get(full + s, float("nan")) for s in ("", ".ci_low", ".ci_high"))

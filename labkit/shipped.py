@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labkit import agreement, artifacts, generate, labelers, labels
+from labkit import agreement, artifacts, generate, labelers, labels, rtp
 from labkit.presets import DATA_DIR
 
 __all__ = ["RANKINGS_DIR", "RankingsConfig", "build_rankings", "load_rankings", "load_samples"]
@@ -52,6 +52,8 @@ class RankingsConfig:
     """Sequences per generation batch."""
     seed: int = 0
     """Seed of the sampling and of every persona's noise."""
+    prompting: str = "chat"
+    """How prompts are put to the model (`models.render_prompts`): "chat" or "plain"."""
 
 
 def _items(samples: list[generate.Sample], cfg: RankingsConfig) -> list[labels.Item]:
@@ -102,6 +104,9 @@ def build_rankings(
     world = world or world_mod.load()
     if model is None:
         model, tokenizer = models.load_policy("tiny")
+        model_source = artifacts.file_hash(models.TINY_MODEL_DIR / "model.safetensors")
+    else:
+        model_source = getattr(model, "name_or_path", "") or type(model).__name__
     start = time.time()
     prompts = world.prompts("train")[: cfg.num_prompts]
     samples = generate.generate(
@@ -115,6 +120,7 @@ def build_rankings(
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         progress=progress,
+        prompting=cfg.prompting,
     )
     items = _items(samples, cfg)
     with artifacts.atomic_folder(out) as tmp:
@@ -130,8 +136,9 @@ def build_rankings(
             config=dataclasses.asdict(cfg),
             seed=cfg.seed,
             inputs={
-                "tiny_model": artifacts.file_hash(models.TINY_MODEL_DIR / "model.safetensors"),
-                "world": artifacts.file_hash(world_mod.DEFAULT_DIR),
+                "model": model_source,
+                "world": world.name,
+                "world_data": artifacts.file_hash(rtp.SPLIT_PATH if world.name == "rtp" else world_mod.DEFAULT_DIR),
             },
             stats=stats,
         )

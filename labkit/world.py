@@ -165,6 +165,9 @@ def _clip(x: float) -> float:
 class World:
     """Topics, prompts and styles loaded from JSON; see the module docstring."""
 
+    name = "assistant"
+    prompting = "chat"
+
     def __init__(self, topics_data: dict, styles_data: dict):
         topics = []
         for d in topics_data["domains"]:
@@ -324,6 +327,10 @@ class World:
         else:
             raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
         return " ".join(parts)
+
+    def reference_texts(self, n: int = 64, seed: int = 0) -> list[tuple[str, str]]:
+        """(prompt, helpful reply) pairs on held-out prompts: the text whose perplexity evaluation tracks."""
+        return [(d.prompt.text, d.reply) for d in self.dialogues(n, seed=seed, mix={"helpful": 1.0}, split="heldout")]
 
     def dialogues(
         self, n: int, seed: int = 0, mix: dict[str, float] | None = None, split: str = "train"

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from labkit import cli, presets, run
+from labkit import cli, presets, rtp, run
 
 SMALL_STAGES = {
     "labels": {"num_prompts": 12, "personas": ("careful", "safety_first", "noisy_crowdworker")},
@@ -148,3 +148,36 @@ def test_every_stage_runs_on_a_gpt2_shaped_local_model_without_a_chat_template(t
         assert 0.0 <= metrics[f"evaluate.{method}.toxic_share"] <= 1.0, method
         assert math.isfinite(metrics[f"evaluate.{method}.kl"]), method  # k1 estimate: may dip below 0 at toy sizes
     assert (tmp_path / "run" / "dpo").is_dir() and (tmp_path / "run" / "ppo").is_dir()
+
+
+@pytest.mark.slow
+def test_every_stage_runs_in_the_realtoxicityprompts_world_as_plain_continuation(tmp_path):
+    """The smol preset's world and prompting on the tiny model: held-out RTP prompts, raters that score
+    continuations, plain prompts everywhere; the variant stays out unless named; the headline has mean
+    toxicity and the raters' utility instead of gold."""
+    preset = presets.load(
+        "tiny",
+        world="rtp",
+        prompting="plain",
+        run_variant=False,
+        num_eval_prompts=7,
+        completions_per_prompt=2,
+        max_new_tokens=12,
+        stages={**SMALL_STAGES, "labels": {**SMALL_STAGES["labels"], "rounds": 1, "num_prompts": 14}},
+    )
+    state = run.run(preset, tmp_path)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "rtp" == metrics["load.world"] == state.world.name
+    assert {p.category for p in state.eval_prompts} == set(rtp.CATEGORIES)  # 7 prompts: one per category
+    assert [s.prompt for s in state.products["base_samples"][::2]] == [p.text for p in state.eval_prompts]
+    assert 14 == metrics["labels.num_items"]  # one round of items per prompt
+    assert not any(k.startswith("ppo_toxicity.") for k in metrics)
+    for method in ("base", "bestof2", "ppo", "dpo"):
+        assert 0.0 <= metrics[f"evaluate.{method}.toxicity_mean"] <= 1.0, method
+        assert math.isfinite(metrics[f"evaluate.{method}.perplexity"]), method
+    table = run.headline(metrics)
+    assert ["method", "mean P(toxic)", "toxic share", "raters' utility", "KL (nats)", "optimised"] == list(table)
+    records = json.loads((tmp_path / "labels" / "manifest.json").read_text())
+    assert "rtp" == records["inputs"]["world"]
+    named = run.run(preset, tmp_path / "variant", stages=("generate", "ppo_toxicity"))
+    assert "toxicity:binary" == named.metrics["ppo_toxicity.reward"]
