@@ -59,6 +59,7 @@ __all__ = [
     "RankingStore",
     "SCHEMA_VERSION",
     "TextMismatch",
+    "append_line",
     "export",
     "file_lock",
     "format_ranking",
@@ -70,8 +71,10 @@ __all__ = [
     "merge",
     "now_iso",
     "parse_ranking",
+    "read_jsonl",
     "split_item_versions",
     "validate",
+    "warn_skipped",
 ]
 
 SCHEMA_VERSION = 1
@@ -466,6 +469,69 @@ def _short(err: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def append_line(path: str | os.PathLike, data: bytes) -> None:
+    """Append one line (`data`, ending in a newline) to `path` durably; the caller holds its `file_lock`.
+
+    One `os.write` on a file opened with O_APPEND, then fsync: the line lands whole or, if the process
+    is killed, truncated; a partial line left by a killed writer is ended first, so ours starts fresh.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        written = os.write(fd, data)
+        while written < len(data):  # short writes are rare on regular files; finish the line
+            written += os.write(fd, data[written:])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike, parse: Any) -> tuple[list[Any], list[str]]:
+    """(`parse(obj)` of every good JSON line of `path`, "line N: why" for every line skipped); the caller
+    holds the lock. A line longer than MAX_LINE_BYTES is skipped unparsed; a line that `json.loads` or
+    `parse` rejects (any exception) is skipped, called a truncated last line if it has no newline; a
+    UTF-8 byte order mark at the start and blank lines are ignored; a missing file is empty."""
+    out: list[Any] = []
+    problems: list[str] = []
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        return out, problems
+    with f:
+        for number, line, ended, length in _lines(f):
+            if number == 1 and line is not None and line.startswith(codecs.BOM_UTF8):
+                line = line[len(codecs.BOM_UTF8) :]  # written by some Windows editors
+            if line is None:
+                problems.append(
+                    f"line {number}: {length:,} bytes, longer than MAX_LINE_BYTES={MAX_LINE_BYTES:,}, skipped unparsed"
+                )
+                continue
+            if not line.strip():
+                continue
+            try:
+                out.append(parse(json.loads(line.decode("utf-8"))))
+            except Exception as err:  # any bad line (RecursionError, TypeError, ...) is skipped, not fatal
+                why = "corrupt line" if ended else "truncated last line (a write cut off?)"
+                problems.append(f"line {number}: {why}, skipped: {_short(err)}")
+    return out, problems
+
+
+def warn_skipped(path: str | os.PathLike, problems: list[str], kept: str) -> None:
+    """One warning naming how many lines of `path` were skipped and the first five reasons (none if no problems)."""
+    if problems:
+        shown = problems[:5]
+        more = len(problems) - len(shown)
+        warnings.warn(
+            f"{path}: skipped {len(problems)} bad line(s); {kept}. {'; '.join(shown)}"
+            + (f"; {more} more in last_read_problems" if more else ""),
+            stacklevel=3,
+        )
+
+
 class RankingStore:
     """An append-only JSONL file of `RankingRecord`s; safe against killed kernels and parallel writers."""
 
@@ -485,21 +551,8 @@ class RankingStore:
     def submit(self, record: RankingRecord) -> None:
         """Validate `record` (ValueError, nothing written, if bad), then append it durably."""
         validate(record)
-        data = (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                size = os.fstat(fd).st_size
-                # A killed writer may have left a partial line: start ours on a fresh line.
-                if size and os.pread(fd, 1, size - 1) != b"\n":
-                    data = b"\n" + data
-                written = os.write(fd, data)  # one write: the line lands whole or (if killed) truncated
-                while written < len(data):  # short writes are rare on regular files; finish the line
-                    written += os.write(fd, data[written:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            append_line(self.path, (json.dumps(record.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
 
     def read(self) -> list[RankingRecord]:
         """Every complete, valid record in file order; bad lines are skipped, warned about and listed
@@ -514,40 +567,15 @@ class RankingStore:
         self.last_read_problems = []
         if not self.path.exists():
             return []  # and make no lock file for a store that was never written
-        records = []
+
+        def parse(d: dict) -> RankingRecord:
+            record = RankingRecord.from_json(d)
+            validate(record)
+            return record
+
         with _locked([self.path]):
-            try:
-                f = open(self.path, "rb")
-            except FileNotFoundError:
-                return []
-            with f:
-                for number, line, ended, length in _lines(f):
-                    if number == 1 and line is not None and line.startswith(codecs.BOM_UTF8):
-                        line = line[len(codecs.BOM_UTF8) :]  # written by some Windows editors
-                    if line is None:
-                        self.last_read_problems.append(
-                            f"line {number}: {length:,} bytes, longer than "
-                            f"MAX_LINE_BYTES={MAX_LINE_BYTES:,}, skipped unparsed"
-                        )
-                        continue
-                    if not line.strip():
-                        continue
-                    try:
-                        record = RankingRecord.from_json(json.loads(line.decode("utf-8")))
-                        validate(record)
-                    except Exception as err:  # any bad line (RecursionError, TypeError, ...) is skipped, not fatal
-                        why = "corrupt line" if ended else "truncated last line (a write cut off?)"
-                        self.last_read_problems.append(f"line {number}: {why}, skipped: {_short(err)}")
-                        continue
-                    records.append(record)
-        if self.last_read_problems:
-            shown = self.last_read_problems[:5]  # the rest are in last_read_problems
-            more = len(self.last_read_problems) - len(shown)
-            warnings.warn(
-                f"{self.path}: skipped {len(self.last_read_problems)} bad line(s); complete records "
-                f"are kept. {'; '.join(shown)}" + (f"; {more} more in last_read_problems" if more else ""),
-                stacklevel=2,
-            )
+            records, self.last_read_problems = read_jsonl(self.path, parse)
+        warn_skipped(self.path, self.last_read_problems, "complete records are kept")
         return records
 
     def latest(self) -> list[RankingRecord]:

@@ -48,6 +48,7 @@ __all__ = [
     "pairs_table",
     "ranking_pairs",
     "save_pairs",
+    "split_prompts",
 ]
 
 BAD_FLAGS: tuple[str, ...] = ("nonsensical", "unsafe")
@@ -170,7 +171,7 @@ def _merge(pairs: list[Pair]) -> list[dict]:
     ]
 
 
-def _split_prompts(prompts: list[str], test_fraction: float, seed: int) -> set[str]:
+def split_prompts(prompts: list[str], test_fraction: float, seed: int) -> set[str]:
     """The prompts of the test split: a seeded shuffle of the distinct prompts, the first ceil(f * n)."""
     unique = sorted(set(prompts))
     random.Random(seed).shuffle(unique)
@@ -238,7 +239,7 @@ def build_pairs(
     if keep_counts:
         columns["count"] = Value("int64")
     features = Features(columns)
-    test_prompts = _split_prompts([r["prompt"] for r in rows], test_fraction, seed)
+    test_prompts = split_prompts([r["prompt"] for r in rows], test_fraction, seed)
 
     def dataset(selected: list[dict]) -> Dataset:
         return Dataset.from_dict({c: [r[c] for r in selected] for c in columns}, features=features)
