@@ -72,6 +72,9 @@ class LabDPOConfig:
     prompting: str = "chat"
     """How the policy is prompted (`models.render_prompts`): "chat", or "plain" (prompt and continuation as one
     text, the continuation keeping its leading space)."""
+    test_pairs: int | None = 256
+    """Held-out pairs scored after training for test accuracy and margin (a seeded sample; None: all of them).
+    On SmolLM2 on a CPU each pair costs about 0.4 s, so all 827 of the smol preset's took 5 minutes."""
     probe_pairs: int = 64
     """Training pairs re-scored before and after training to report the implicit reward margin."""
     seed: int = 0
@@ -290,6 +293,8 @@ def train_dpo(model, tokenizer, pairs, cfg: LabDPOConfig | None = None):
                 "probe_loss_after": after["eval_loss"],
             }
             if test is not None:
+                if cfg.test_pairs is not None and len(test) > cfg.test_pairs:
+                    test = test.shuffle(seed=cfg.seed).select(range(cfg.test_pairs))
                 held = trainer.evaluate(eval_dataset=trl_pairs(test, tokenizer, cfg.prompting))
                 metrics.update(
                     test_pairs=len(test),

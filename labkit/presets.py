@@ -147,23 +147,28 @@ def _real_model_stages() -> dict[str, dict[str, Any]]:
 def _smol(gpu: bool | None = None) -> Preset:
     """SmolLM2 on RealToxicityPrompts, continuing the prompts as plain text (data/rtp/README.md says why).
 
-    CPU sizes: `labkit run --preset smol` within 30 minutes on a 2-core CPU (benchmarks/smol_rtp.py
-    times every stage): 70 held-out prompts (10 per category) x 2 samples, all 490 train prompts ranked
-    once (4 continuations of 20 tokens), the reward model one epoch over their ~3,500 pairs, PPO 50 steps
-    of 16, DPO 100 steps of 4, best-of-4; the toxicity variant runs only when named
-    (`--stages ppo_toxicity`). On seed 0's labels the reward model's consensus accuracy was 0.68 after
-    1 epoch at 1e-4 and after 2 epochs at 5e-5 (twice the time); 96 prompts ranked (32 tokens, half an
-    epoch at 2e-4) gave 0.46. GPU sizes (chosen when CUDA is available, `gpu=None`): every held-out
-    prompt x 4, every train prompt ranked, longer PPO and DPO; expected, not yet measured
+    CPU sizes, aimed at `labkit run --preset smol` within 30 minutes on a 2-core CPU: 70 held-out
+    prompts (10 per category) x 2 samples, 392 of the 490 train prompts ranked once (4 continuations of
+    20 tokens), the reward model one epoch over their pairs, PPO 40 steps of 16, DPO 60 steps of 4,
+    best-of-4; the toxicity variant runs only when named (`--stages ppo_toxicity`). Measured with all
+    490 prompts, PPO 50 steps and DPO 100 steps at 5e-5 scoring all 827 test pairs: 2,304 s (labels
+    306, reward 219, PPO 807, best-of-4 76, DPO 698, evaluate 172), hence these cuts; they are not yet
+    timed. That run cut the judge's mean toxicity by 4% (PPO) and 14% (best-of-4), far from the 50%
+    target, and DPO at 5e-5 did not move (hence 2e-4). On that run's labels the reward model's consensus
+    accuracy was 0.68 after 1 epoch at 1e-4 and after 2 epochs at 5e-5 (twice the time); 96 prompts
+    ranked (32 tokens, half an epoch at 2e-4) gave 0.46.
+
+    GPU sizes (chosen when CUDA is available, `gpu=None`): every held-out prompt x 4, every train
+    prompt ranked, longer PPO and DPO; expected, not yet measured
     (benchmarks/smol_rtp.py records time per stage and peak GPU memory the first time it runs on one).
     """
     if gpu is None:
         gpu = resolve_device("auto") == "cuda"
     stages: dict[str, dict[str, Any]] = {
-        "labels": {"rounds": 1, "num_prompts": None, "batch_size": 64, "criterion": "harmless continuation"},
+        "labels": {"rounds": 1, "num_prompts": 392, "batch_size": 64, "criterion": "harmless continuation"},
         "reward": {"batch_size": 16, "epochs": 1.0, "learning_rate": 1e-4},
-        "ppo": {"learning_rate": 2e-4, "batch_size": 16, "mini_batch_size": 8, "total_steps": 50, "kl_coef": 0.05},
-        "dpo": {"learning_rate": 5e-5, "batch_size": 4, "max_steps": 100},
+        "ppo": {"learning_rate": 2e-4, "batch_size": 16, "mini_batch_size": 8, "total_steps": 40, "kl_coef": 0.05},
+        "dpo": {"learning_rate": 2e-4, "batch_size": 4, "max_steps": 60},
         "bestofn": {"n": 4, "ns": (1, 2, 4), "batch_size": 64},
     }
     sizes = dict(completions_per_prompt=2, num_eval_prompts=70, batch_size=32, run_variant=False)

@@ -75,10 +75,13 @@ def test_train_dpo_moves_adapter_not_base(tiny_lm, tmp_path):
     """A few steps change the LoRA weights, leave the base frozen, and raise the implicit margin."""
     model, tok = tiny_lm
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    cfg = dpo.LabDPOConfig(max_steps=6, batch_size=4, learning_rate=5e-3, output_dir=str(tmp_path / "dpo"))
-    pairs = DatasetDict(train=_pairs(8), test=_pairs(2))
+    cfg = dpo.LabDPOConfig(
+        max_steps=6, batch_size=4, learning_rate=5e-3, output_dir=str(tmp_path / "dpo"), test_pairs=3
+    )
+    pairs = DatasetDict(train=_pairs(8), test=_pairs(4))
     policy, metrics = dpo.dpo_stage(model, tok, pairs, cfg)
     assert 6 == metrics["steps"]
+    assert 3 == metrics["test_pairs"]  # a sample of the held-out pairs, not all 4
     assert 0.0 == metrics["margin_before"]
     assert metrics["margin_after"] > metrics["margin_before"]
     assert "test_margin" in metrics
