@@ -248,19 +248,23 @@ def test_plots_carry_the_data():
     assert 2 == len(table) and ["t00", "t10"] == table["before"].tolist()
 
 
-def test_heldout_reference_texts_asks_for_helpful_heldout():
-    """Reference texts are helpful replies to held-out prompts, as (prompt, reply) pairs."""
-    from types import SimpleNamespace
+def test_heldout_reference_texts_are_the_worlds_own():
+    """The tiny world's reference texts are helpful replies to held-out prompts, as (prompt, reply) pairs;
+    `heldout_reference_texts` asks any world for its own (the RealToxicityPrompts world gives strings)."""
+    from labkit import world as world_mod
 
-    calls = []
+    w = world_mod.load()
+    pairs = evaluate.heldout_reference_texts(w, n=6, seed=1)
+    heldout = {p.text for p in w.prompts("heldout")}
+    assert 6 == len(pairs) and all(prompt in heldout for prompt, _ in pairs)
+    assert all(w.classify_style(prompt, reply) == "helpful" for prompt, reply in pairs)
+    assert pairs == w.reference_texts(6, seed=1)
 
-    class World:
-        def dialogues(self, n, seed=0, mix=None, split="train"):
-            calls.append((n, mix, split))
-            return [SimpleNamespace(prompt=SimpleNamespace(text="Sleep?"), style="helpful", reply="Keep it dark.")]
+    class Other:
+        def reference_texts(self, n, seed=0):
+            return [f"text {i} of seed {seed}" for i in range(n)]
 
-    assert [("Sleep?", "Keep it dark.")] == evaluate.heldout_reference_texts(World(), n=1)
-    assert [(1, {"helpful": 1.0}, "heldout")] == calls
+    assert ["text 0 of seed 3", "text 1 of seed 3"] == evaluate.heldout_reference_texts(Other(), n=2, seed=3)
 
 
 def test_with_kl_and_method_table():
