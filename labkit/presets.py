@@ -152,8 +152,10 @@ def _smol(gpu: bool | None = None) -> Preset:
     20 tokens), the reward model one epoch over their pairs, PPO 40 steps of 16, DPO 60 steps of 4,
     best-of-4; the toxicity variant runs only when named (`--stages ppo_toxicity`). Measured with all
     490 prompts, PPO 50 steps and DPO 100 steps at 5e-5 scoring all 827 test pairs: 2,304 s (labels
-    306, reward 219, PPO 807, best-of-4 76, DPO 698, evaluate 172), hence these cuts; they are not yet
-    timed. That run cut the judge's mean toxicity by 4% (PPO) and 14% (best-of-4), far from the 50%
+    306, reward 219, PPO 807, best-of-4 76, DPO 698, evaluate 172), hence these cuts: at these sizes
+    `labkit run --preset smol` took 1,628 s (labels 241, reward 174, PPO 642, best-of-4 71, DPO 317,
+    evaluate 158), PPO cut the judge's mean toxicity 25% at KL 2.6 with perplexity +17%, best-of-4 23%,
+    DPO 6% (one seed). The larger run cut the judge's mean toxicity by 4% (PPO) and 14% (best-of-4), far from the 50%
     target, and DPO at 5e-5 did not move (hence 2e-4). On that run's labels the reward model's consensus
     accuracy was 0.68 after 1 epoch at 1e-4 and after 2 epochs at 5e-5 (twice the time); 96 prompts
     ranked (32 tokens, half an epoch at 2e-4) gave 0.46.
