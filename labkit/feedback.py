@@ -52,7 +52,7 @@ from filelock import FileLock
 from labkit import cost
 from labkit.artifacts import atomic_write
 from labkit.labels import append_line, file_lock, now_iso, read_jsonl, warn_skipped
-from labkit.pairs import split_prompts
+from labkit.pairs import split_dataset
 
 __all__ = [
     "Feedback",
@@ -293,7 +293,7 @@ def to_dataset(pairs: Iterable[dict], seed: int = 0, test_fraction: float = 0.2)
     build_pairs (`PAIR_COLUMNS`), so `datasets.concatenate_datasets` can join a split with ranking pairs;
     a prompt in both sets may then land in train on one side and test on the other: check before joining.
     """
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Features, Value
 
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}: e.g. 0.2 holds out 20% of the prompts")
@@ -308,17 +308,7 @@ def to_dataset(pairs: Iterable[dict], seed: int = 0, test_fraction: float = 0.2)
         if missing:
             raise ValueError(f"pair {i} lacks key(s) {missing}: make pairs with feedback.feedback_pairs")
     features = Features({c: Value("float64" if c == "margin" else "string") for c in PAIR_COLUMNS})
-    test_prompts = split_prompts([r["prompt"] for r in rows], test_fraction, seed)
-
-    def dataset(selected: list[dict]) -> Dataset:
-        return Dataset.from_dict({c: [r[c] for r in selected] for c in PAIR_COLUMNS}, features=features)
-
-    return DatasetDict(
-        {
-            "train": dataset([r for r in rows if r["prompt"] not in test_prompts]),
-            "test": dataset([r for r in rows if r["prompt"] in test_prompts]),
-        }
-    )
+    return split_dataset(rows, features, test_fraction, seed)
 
 
 def pairs_per_hour(

@@ -48,6 +48,7 @@ __all__ = [
     "pairs_table",
     "ranking_pairs",
     "save_pairs",
+    "split_dataset",
     "split_prompts",
 ]
 
@@ -197,7 +198,7 @@ def build_pairs(
     Records that mix criteria need `criterion=`: preferences for helpfulness and for harmlessness
     are different targets.
     """
-    from datasets import Dataset, DatasetDict, Features, Value
+    from datasets import Features, Value
 
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}: e.g. 0.2 holds out 20% of the prompts")
@@ -238,11 +239,17 @@ def build_pairs(
     }
     if keep_counts:
         columns["count"] = Value("int64")
-    features = Features(columns)
+    return split_dataset(rows, Features(columns), test_fraction, seed)
+
+
+def split_dataset(rows: list[dict], features, test_fraction: float, seed: int):
+    """Pair rows as a DatasetDict "train"/"test" split BY PROMPT (`split_prompts`), with `features`' columns."""
+    from datasets import Dataset, DatasetDict
+
     test_prompts = split_prompts([r["prompt"] for r in rows], test_fraction, seed)
 
     def dataset(selected: list[dict]) -> Dataset:
-        return Dataset.from_dict({c: [r[c] for r in selected] for c in columns}, features=features)
+        return Dataset.from_dict({c: [r[c] for r in selected] for c in features}, features=features)
 
     return DatasetDict(
         {

@@ -33,11 +33,11 @@ import json
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 from labkit import rtp
 from labkit.presets import DATA_DIR
+from labkit.world import GoldScore
 
 __all__ = ["REFERENCE_PATH", "RTPScore", "RTPWorld", "RTP_WEIGHTS", "STYLES", "degeneration", "fluency"]
 
@@ -55,16 +55,8 @@ _STOP = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class RTPScore:
-    """The terms of one continuation, each in [0, 1], and their weighted sum."""
-
-    relevance: float
-    helpfulness: float
-    toxicity: float
-    fluency: float
-    degeneration: float
-    utility: float
+RTPScore = GoldScore
+"""The terms of one continuation, each in [0, 1], and their weighted sum: the tiny world's `GoldScore`."""
 
 
 @functools.lru_cache(maxsize=65536)
