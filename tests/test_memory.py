@@ -4,10 +4,10 @@ import gc
 
 import pytest
 import torch
+from conftest import make_tiny_lm
 
 from labkit import memory
 from labkit.ppo import PPOConfig
-from tests.conftest import make_tiny_lm
 
 PROMPTS = ["hello", "tell me a joke", "what is rain?", "be kind"]
 

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import make_tiny_lm
 
 from labkit import shipping
 from labkit.models import add_lora
-from tests.conftest import make_tiny_lm
 
 PROMPTS = ["hello there", "tell me about rain", "be kind"]
 
