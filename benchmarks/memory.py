@@ -40,23 +40,6 @@ SHAPES = {
 MiB = 2**20
 
 
-def shape_of(hidden, intermediate, layers, heads, kv_heads, vocab, tied) -> memory.ModelShape:
-    config = type(
-        "Config",
-        (),
-        dict(
-            hidden_size=hidden,
-            intermediate_size=intermediate,
-            num_hidden_layers=layers,
-            num_attention_heads=heads,
-            num_key_value_heads=kv_heads,
-            vocab_size=vocab,
-            tie_word_embeddings=tied,
-        ),
-    )
-    return memory.ModelShape.from_config(config)
-
-
 def measure_preset(name: str, n_prompts: int) -> dict:
     preset = presets.load(name)
     world = worlds.load(preset)
@@ -92,7 +75,7 @@ def claim_sweep(lora_r: int) -> list[dict]:
     """LoRA/full ratio predicted over sizes, minibatches and sequence lengths (fp32 weights, AdamW)."""
     rows = []
     for model, dims in SHAPES.items():
-        shape = shape_of(*dims)
+        shape = memory.ModelShape.llama(*dims)
         for mini_batch in (1, 8, 32):
             for seq in (64, 512, 2048):
                 kw = dict(

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -147,7 +147,6 @@ class MemoryReport:
     """Wall seconds of the untracked second warm-up step (the tracker itself slows a step down)."""
     gpu_peak_bytes: int | None = None
     """torch.cuda.max_memory_allocated over the tracked step, when the policy is on a GPU."""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -228,15 +227,28 @@ class ModelShape:
     vocab: int
 
     @classmethod
+    def llama(
+        cls, hidden: int, intermediate: int, layers: int, heads: int, kv_heads: int, vocab: int, tied: bool
+    ) -> ModelShape:
+        """From a Llama-style model's dimensions, counting its parameters."""
+        kv_dim = hidden * kv_heads // heads
+        per_layer = hidden * (hidden + 2 * kv_dim) + hidden * hidden + 3 * hidden * intermediate + 2 * hidden
+        embed = vocab * hidden * (1 if tied else 2)  # q,k,v; o; gate, up, down; two norms; embeddings
+        return cls(layers * per_layer + embed + hidden, hidden, intermediate, layers, heads, kv_heads, vocab)
+
+    @classmethod
     def from_config(cls, config) -> ModelShape:
-        """From a transformers config (LlamaConfig and its relatives), counting its parameters."""
-        h, i, n, v = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+        """From a transformers config (LlamaConfig and its relatives)."""
         heads = config.num_attention_heads
-        kv = getattr(config, "num_key_value_heads", None) or heads
-        kv_dim = h * kv // heads
-        per_layer = h * (h + 2 * kv_dim) + h * h + 3 * h * i + 2 * h  # q,k,v; o; gate, up, down; two norms
-        embed = v * h * (1 if getattr(config, "tie_word_embeddings", False) else 2)
-        return cls(n * per_layer + embed + h, h, i, n, heads, kv, v)
+        return cls.llama(
+            config.hidden_size,
+            config.intermediate_size,
+            config.num_hidden_layers,
+            heads,
+            getattr(config, "num_key_value_heads", None) or heads,
+            config.vocab_size,
+            bool(getattr(config, "tie_word_embeddings", False)),
+        )
 
     @property
     def kv_dim(self) -> int:
