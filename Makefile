@@ -71,6 +71,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/reward_hacking.py
 	$(PY) benchmarks/peer_ppo.py
 	$(PY) benchmarks/smol.py
+	$(PY) benchmarks/memory.py
+	$(PY) benchmarks/guardrails.py
+	$(PY) benchmarks/distributed.py
 
 clean-venv:
 	rm -rf $(VENV)

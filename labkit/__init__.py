@@ -30,6 +30,7 @@ __all__ = [
     "models",
     "monitoring",
     "pairs",
+    "parallel",
     "plots",
     "policies",
     "ppo",

@@ -1,6 +1,8 @@
 """The `labkit` command: the main job and the commands that rebuild shipped data.
 
 labkit run --preset tiny --out runs/tiny    the whole pipeline, report and metrics.json
+labkit ppo --reward toxicity:binary --out runs/ppo   PPO alone; on several processes with
+    accelerate launch --multi_gpu --num_processes 2 -m labkit.cli ppo ...   (see labkit.parallel)
 labkit pretrain                             retrain the tiny model under data/tiny-model
 labkit rankings                             regenerate the shipped rankings dataset
 """
@@ -8,8 +10,10 @@ labkit rankings                             regenerate the shipped rankings data
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
+from typing import Any
 
 __all__ = ["main"]
 
@@ -20,6 +24,57 @@ def _run(args: argparse.Namespace) -> int:
     stages = tuple(args.stages.split(",")) if args.stages is not None else None
     result = run.run(args.preset, args.out, stages=stages, seed=args.seed)
     print(run.summary(result))
+    return 0
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """FIELD=VALUE from the command line: the value as JSON (numbers, true/false), else as a string."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise ValueError(f"--set takes FIELD=VALUE (e.g. kl_coef=0.2), got {text!r}")
+    try:
+        return field, json.loads(value)
+    except json.JSONDecodeError:
+        return field, value
+
+
+def _ppo(args: argparse.Namespace) -> int:
+    """PPO alone on the preset's training prompts; every process of `accelerate launch` runs this."""
+    from labkit import models, parallel, ppo, presets, rewards, worlds
+
+    accelerator = parallel.make_accelerator()
+    preset = presets.load(args.preset)
+    world = worlds.load(preset)
+    preference = None
+    if "preference" in args.reward:
+        if args.reward_model is None:
+            raise ValueError(
+                "--reward preference needs --reward-model FOLDER: the reward model a run saved "
+                "(e.g. runs/tiny/reward_model, written by `labkit run --stages generate,labels,pairs,reward`)"
+            )
+        from labkit.reward_model import PreferenceReward
+
+        preference = PreferenceReward(args.reward_model, device=str(accelerator.device))
+    reward = rewards.make_reward(args.reward, world=world, preference=preference)
+    overrides = dict(_setting(item) for item in args.set)
+    overrides.setdefault("mixed_precision", accelerator.mixed_precision)
+    if args.steps is not None:
+        overrides["total_steps"] = args.steps
+    cfg = ppo.preset_config(
+        preset, seed=args.seed if args.seed is not None else preset.seed, output_dir=args.out, **overrides
+    )
+    policy, tokenizer = models.load_policy(preset)
+    prompts = [q.text for q in world.prompts("train")]
+    if accelerator.is_main_process:
+        print(
+            f"PPO on {accelerator.num_processes} process(es), {accelerator.device}: {cfg.total_steps} steps of "
+            f"{cfg.batch_size} replies against {args.reward!r} -> {args.out}",
+            flush=True,
+        )
+    _, metrics = ppo.ppo_stage(policy, tokenizer, prompts, reward, cfg, accelerator=accelerator)
+    if accelerator.is_main_process:
+        print(json.dumps(metrics, indent=1))
+    accelerator.end_training()
     return 0
 
 
@@ -64,6 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stages", default=None, help="comma-separated subset of stages to run, in order")
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("ppo", help="PPO alone, in one process or under accelerate launch")
+    p.add_argument("--preset", default=None, help="tiny, smol or hub:<id-or-path> (default: $LAB_PRESET or by device)")
+    p.add_argument("--reward", default="toxicity:binary", help="reward spec, e.g. toxicity:binary or preference")
+    p.add_argument("--reward-model", default=None, help="folder of a saved preference reward model")
+    p.add_argument("--out", required=True, help="output folder: metrics.jsonl, checkpoint/, policy/")
+    p.add_argument("--steps", type=int, default=None, help="total PPO steps (default: the preset's)")
+    p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="PPOConfig fields, e.g. batch_size=16")
+    p.set_defaults(func=_ppo)
 
     p = sub.add_parser("pretrain", help="train the tiny model on the assistant world")
     p.add_argument("--out", default=None, help="output folder (default data/tiny-model)")

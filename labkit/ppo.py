@@ -20,6 +20,7 @@ frozen copy costs nothing; full fine-tuning keeps a frozen deep copy instead.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -38,6 +39,7 @@ from torch import nn
 from labkit.artifacts import atomic_folder, atomic_write
 from labkit.config import seed_everything
 from labkit.models import add_lora, disabled_adapter, merged_adapter, position_ids, render_prompts
+from labkit.parallel import Processes, full_tensor, set_full
 from labkit.ppo_math import (
     KL_ESTIMATORS,
     AdaptiveKLController,
@@ -135,6 +137,20 @@ class PPOConfig:
     (value and policy cannot interfere, at twice the memory and forward cost)."""
     seed: int = 0
     """Seed for adapter init, prompt order, sampling and minibatch shuffling: a CPU run repeats exactly."""
+    sampling: str = "batch"
+    """Random streams of the rollout. "batch": one stream for the batch (one per process when launched on
+    several). "per_prompt": one per reply, seeded by (seed, step, row), so a run samples the same replies on
+    any number of processes, and its checkpoint resumes on any number (`labkit.parallel`)."""
+    mixed_precision: str = "no"
+    """"no" (float32 maths, as the weights) or "bf16": forward passes under bfloat16 autocast, weights and
+    optimizer state stay float32. Must equal `accelerate launch --mixed_precision`."""
+    parallelism: str = "ddp"
+    """Launched on several processes: "ddp" holds the whole model in each and averages gradients; "fsdp" splits
+    weights, gradients and optimizer state across them, for full fine-tuning (lora=False) of a model one device
+    cannot hold (`labkit.parallel`). One process ignores it."""
+    gradient_accumulation_steps: int = 1
+    """Each process's share of a minibatch goes through forward and backward in this many pieces before the
+    one optimizer step: the same update in less activation memory."""
     log_every: int = 1
     """Print a one-line summary every this many steps (0 = silent)."""
     sample_table_every: int = 10
@@ -159,6 +175,19 @@ class PPOConfig:
             (self.value_head in ("shared", "separate"), "value_head must be 'shared' or 'separate'"),
             (self.total_steps >= 0, "total_steps must be >= 0"),
             (self.prompting in ("chat", "plain"), "prompting must be 'chat' or 'plain'"),
+            (self.sampling in ("batch", "per_prompt"), "sampling must be 'batch' or 'per_prompt'"),
+            (self.mixed_precision in ("no", "bf16"), "mixed_precision must be 'no' or 'bf16'"),
+            (self.parallelism in ("ddp", "fsdp"), "parallelism must be 'ddp' or 'fsdp'"),
+            (
+                self.parallelism != "fsdp" or not self.lora,
+                "parallelism='fsdp' shards a fully fine-tuned model: set lora=False (LoRA's adapters are small "
+                "enough for 'ddp')",
+            ),
+            (
+                self.gradient_accumulation_steps >= 1 and self.mini_batch_size % self.gradient_accumulation_steps == 0,
+                f"gradient_accumulation_steps ({self.gradient_accumulation_steps}) must divide mini_batch_size "
+                f"({self.mini_batch_size})",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -252,12 +281,16 @@ def sample_responses(
     pad_id: int,
     temperature: float = 1.0,
     top_p: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    all_done: Callable[[bool], bool] | None = None,
 ) -> torch.Tensor:
     """Sample (B, <= max_new_tokens) response ids with a KV cache; finished rows are padded.
 
     A plain loop instead of `model.generate`: readable, and it draws from its own `generator`, so a
-    resumed run continues the exact random stream.
+    resumed run continues the exact random stream. A list of B generators gives each row its own
+    stream (Gumbel-max: argmax of logits + Gumbel noise samples softmax(logits) exactly), so a row's
+    reply does not depend on which other rows share its batch. `all_done(flag)` decides when to stop
+    from this batch's flag (a sharded model's processes must all make the same forward passes).
     """
     attention_mask = query_mask.long()
     positions = position_ids(attention_mask)
@@ -271,12 +304,13 @@ def sample_responses(
         logits = out.logits[:, -1, :].float() / temperature  # (B, V)
         if top_p < 1.0:
             logits = top_p_filter(logits, top_p)
-        next_token = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+        next_token = _draw(logits, generator)
         next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
         tokens.append(next_token)
         if eos_id is not None:
             finished |= next_token == eos_id
-        if bool(finished.all()):
+        done = bool(finished.all())
+        if all_done(done) if all_done is not None else done:
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = model(
@@ -290,12 +324,78 @@ def sample_responses(
     return torch.stack(tokens, dim=1)
 
 
+def _draw(logits: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+    """One token per row from softmax(logits): from one stream, or from each row's own stream."""
+    if not isinstance(generator, list):
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+    uniform = torch.stack([torch.rand(logits.shape[-1], generator=g, device=logits.device) for g in generator])
+    gumbel = -torch.log(-torch.log(uniform.clamp(min=torch.finfo(uniform.dtype).tiny)))
+    return (logits + gumbel).argmax(dim=-1)
+
+
+def _row_seed(seed: int, step: int, row: int) -> int:
+    """The seed of one reply's stream under sampling="per_prompt": a function of the run, the step and the row."""
+    return int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0])
+
+
+def _check_processes(cfg: PPOConfig, procs: Processes) -> None:
+    """Clear errors for a config that cannot be split over the processes it was launched on."""
+    n, pieces = procs.size, cfg.gradient_accumulation_steps
+    if cfg.batch_size % n:
+        raise ValueError(
+            f"PPOConfig: batch_size ({cfg.batch_size}) must be a multiple of the number of processes ({n}): "
+            "each process samples an equal share of the batch"
+        )
+    if cfg.mini_batch_size % (n * pieces):
+        raise ValueError(
+            f"PPOConfig: mini_batch_size ({cfg.mini_batch_size}) must be a multiple of processes x "
+            f"gradient_accumulation_steps ({n} x {pieces}): each process takes an equal share of a minibatch"
+        )
+    launched_with = getattr(procs.accelerator, "mixed_precision", "no")
+    if launched_with not in ("no", cfg.mixed_precision):
+        raise ValueError(
+            f"accelerate was launched with mixed_precision={launched_with!r} but PPOConfig.mixed_precision is "
+            f"{cfg.mixed_precision!r}: set the config's to match (labkit supports 'no' and 'bf16')"
+        )
+
+
 def _hidden_size(model) -> int:
     return getattr(model.config, "hidden_size", None) or model.get_input_embeddings().embedding_dim
 
 
+class _PolicyAndValue(nn.Module):
+    """The policy, its value head (and a separate critic): every trainable weight in one module, so that
+    DistributedDataParallel averages all their gradients. `forward` is the update's forward pass."""
+
+    def __init__(self, policy, value_head: ValueHead, value_model, temperature: float):
+        super().__init__()
+        self.policy, self.value_head, self.value_model = policy, value_head, value_model
+        self.temperature = temperature
+
+    def forward(self, input_ids, attention_mask, response_len: int):
+        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)."""
+        kwargs = dict(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
+            logits_to_keep=response_len + 1,
+        )
+        out = self.policy(**kwargs, output_hidden_states=True)
+        logits = out.logits[:, :-1].float() / self.temperature
+        # V(s_t) reads the same position whose logits choose token t: the state before the action.
+        if self.value_model is None:
+            hidden = out.hidden_states[-1]
+        else:
+            hidden = self.value_model(**{**kwargs, "logits_to_keep": 1}, output_hidden_states=True).hidden_states[-1]
+        return logits, self.value_head(hidden[:, -response_len - 1 : -1]).float()
+
+
 class PPOTrainer:
-    """Owns the models, optimizer and KL controller; `step()` is one numbered PPO iteration."""
+    """Owns the models, optimizer and KL controller; `step()` is one numbered PPO iteration.
+
+    `accelerator` (an `accelerate.Accelerator`) spreads the run over processes; without one, a run
+    started by `accelerate launch` on several processes makes its own, and any other runs alone.
+    """
 
     def __init__(
         self,
@@ -305,6 +405,7 @@ class PPOTrainer:
         reward_fn: Callable,
         cfg: PPOConfig | None = None,
         callbacks: Sequence[Any] = (),
+        accelerator: Any = None,
     ):
         self.cfg = cfg = cfg or PPOConfig()
         if len(prompts) == 0:
@@ -319,6 +420,10 @@ class PPOTrainer:
         self.tokenizer, self.reward_fn, self.callbacks = tokenizer, reward_fn, list(callbacks)
         self.prompts = list(prompts)
         self.rendered = render_prompts(tokenizer, self.prompts, cfg.prompting)
+        self.procs = procs = Processes.for_run(accelerator)
+        _check_processes(cfg, procs)
+        if procs.device is not None:
+            policy = policy.to(procs.device)
         self.device = next(policy.parameters()).device
         seed_everything(cfg.seed)  # adapter init is random: seed it so a rebuilt run starts identical
 
@@ -338,16 +443,26 @@ class PPOTrainer:
         if cfg.value_head == "separate":
             self.value_model = copy.deepcopy(policy).eval()
         self.value_head = ValueHead(_hidden_size(policy)).to(self.device)
-        trainable = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
-        if self.value_model is not None:
-            trainable += [p for p in self.value_model.parameters() if p.requires_grad]
+        self.trainable = _PolicyAndValue(self.policy, self.value_head, self.value_model, cfg.temperature)
+        if cfg.parallelism == "fsdp":  # split every model across the processes (before the optimizer sees them)
+            for model in (self.ref_model, self.value_model, self.policy, self.value_head):
+                if model is not None:
+                    procs.shard(model)
+            self.trainable_ddp = self.trainable
+        else:  # a separate critic computes logits it never uses: DDP must not wait for their gradients
+            self.trainable_ddp = procs.wrap(self.trainable, find_unused_parameters=cfg.value_head == "separate")
+        trainable = [p for p in self.trainable.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, eps=1e-5)  # eps as cleanrl
         self.kl_ctl = (
             AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
             if cfg.adaptive_kl
             else FixedKLController(cfg.kl_coef)
         )
-        self.sample_rng = torch.Generator(self.device).manual_seed(cfg.seed)
+        # One sampling stream per process ("batch" sampling); process 0's is the one-process run's.
+        sample_seed = (
+            cfg.seed if procs.rank == 0 else int(np.random.SeedSequence([cfg.seed, procs.rank]).generate_state(1)[0])
+        )
+        self.sample_rng = torch.Generator(self.device).manual_seed(sample_seed)
         self.shuffle_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
         self.metrics: list[dict[str, float]] = []
@@ -356,27 +471,35 @@ class PPOTrainer:
 
     # -- forward passes ------------------------------------------------------------------------
     def _forward(self, input_ids, attention_mask, response_len: int, reference: bool = False):
-        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)."""
-        kwargs = dict(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            logits_to_keep=response_len + 1,
-        )
-        if reference:
+        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)
+        (None for the reference). Gradients reach the weights through the DDP wrapper when launched."""
+        with self._autocast():
+            if not reference:
+                model = self.trainable_ddp if torch.is_grad_enabled() else self.trainable
+                return model(input_ids, attention_mask, response_len)
+            kwargs = dict(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids(attention_mask),
+                logits_to_keep=response_len + 1,
+            )
             if self.ref_model is not None:
                 return self.ref_model(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
             with disabled_adapter(self.policy):
                 return self.policy(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
-        out = self.policy(**kwargs, output_hidden_states=True)
-        logits = out.logits[:, :-1].float() / self.cfg.temperature
-        # V(s_t) reads the same position whose logits choose token t: the state before the action.
-        if self.value_model is None:
-            hidden = out.hidden_states[-1]
-        else:
-            hidden = self.value_model(**{**kwargs, "logits_to_keep": 1}, output_hidden_states=True).hidden_states[-1]
-        values = self.value_head(hidden[:, -response_len - 1 : -1]).float()
-        return logits, values
+
+    def _autocast(self):
+        """bfloat16 autocast with `cfg.mixed_precision="bf16"`, else nothing changes."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.mixed_precision == "bf16")
+
+    def _generators(self, rows: slice) -> torch.Generator | list[torch.Generator]:
+        """The random stream(s) this process samples `rows` of the batch from (see `PPOConfig.sampling`)."""
+        if self.cfg.sampling == "batch":
+            return self.sample_rng
+        return [
+            torch.Generator(self.device).manual_seed(_row_seed(self.cfg.seed, self.step_count, row))
+            for row in range(rows.start, rows.stop)
+        ]
 
     @staticmethod
     def _logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -396,56 +519,65 @@ class PPOTrainer:
 
     # -- one PPO iteration ---------------------------------------------------------------------
     def step(self) -> dict[str, float]:
-        cfg, tok = self.cfg, self.tokenizer
+        cfg, tok, procs = self.cfg, self.tokenizer, self.procs
         t_start = time.perf_counter()
 
         # 1. rollout: a seeded batch of prompts, chat-templated, left padded; sample, truncate after EOS.
+        # Launched on several processes, each samples its own rows of the batch (all of them when alone).
         prompt_rng = np.random.default_rng([cfg.seed, self.step_count])
         idx = prompt_rng.choice(len(self.prompts), cfg.batch_size, replace=len(self.prompts) < cfg.batch_size)
         queries = [self.prompts[i] for i in idx]
+        mine = procs.rows(cfg.batch_size)
         enc = tok(
-            [self.rendered[i] for i in idx],
+            [self.rendered[i] for i in idx[mine]],
             return_tensors="pt",
             padding=True,
             padding_side="left",
             add_special_tokens=False,
         ).to(self.device)
-        b_query, b_query_mask = enc["input_ids"], enc["attention_mask"]
-        with merged_adapter(self.policy):  # the same policy, sampled without per-layer adapter matmuls
+        with merged_adapter(self.policy), self._autocast():  # sampled without per-layer adapter matmuls
             raw = sample_responses(
                 self.policy,
-                b_query,
-                b_query_mask,
+                enc["input_ids"],
+                enc["attention_mask"],
                 cfg.max_new_tokens,
                 tok.eos_token_id,
                 tok.pad_token_id,
                 cfg.temperature,
                 cfg.top_p,
-                self.sample_rng,
+                self._generators(mine),
+                procs.all if cfg.parallelism == "fsdp" else None,
             )
-        b_response, b_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
+        my_response, my_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
         t_generate = time.perf_counter() - t_start
+
+        # 2. score: the reward function reads text, so its tokenizer need not be ours.
+        my_texts = [r.strip() for r in tok.batch_decode(my_response, skip_special_tokens=True)]
+        my_scores = self._score(queries[mine], my_texts)
+        t_score = time.perf_counter() - t_start - t_generate
+
+        # Every process now takes the whole batch, as one process has it: the statistics below need it.
+        b_query = procs.gather(enc["input_ids"], pad_value=tok.pad_token_id, pad_first=True)
+        b_query_mask = procs.gather(enc["attention_mask"], pad_value=0, pad_first=True)
+        b_response = procs.gather(my_response, pad_value=tok.pad_token_id)
+        b_mask = procs.gather(my_mask, pad_value=False)
+        scores = procs.gather(my_scores)
         b_input_ids = torch.cat([b_query, b_response], dim=1)
         b_attention = torch.cat([b_query_mask, b_mask.long()], dim=1)
         T = b_response.shape[1]
         mask = b_mask.float()
 
-        # 2. score: the reward function reads text, so its tokenizer need not be ours.
-        responses = [r.strip() for r in tok.batch_decode(b_response, skip_special_tokens=True)]
-        scores = self._score(queries, responses)
-        t_score = time.perf_counter() - t_start - t_generate
-
         # 3. log-probs of the sampled tokens under policy and reference (same temperature), and values.
         with torch.no_grad():
             b_logp, b_values, b_ref_logp = [], [], []
-            for s in range(0, cfg.batch_size, cfg.mini_batch_size):  # chunks bound the activation memory
-                rows = slice(s, s + cfg.mini_batch_size)
+            for s in range(mine.start, mine.stop, cfg.mini_batch_size):  # chunks bound the activation memory
+                rows = slice(s, min(s + cfg.mini_batch_size, mine.stop))
                 logits, values = self._forward(b_input_ids[rows], b_attention[rows], T)
                 ref_logits, _ = self._forward(b_input_ids[rows], b_attention[rows], T, reference=True)
                 b_logp.append(self._logprobs(logits, b_response[rows]))
                 b_ref_logp.append(self._logprobs(ref_logits, b_response[rows]))
                 b_values.append(values)
-            b_logp, b_values, b_ref_logp = (torch.cat(x) * mask for x in (b_logp, b_values, b_ref_logp))
+            b_logp, b_values, b_ref_logp = (procs.gather(torch.cat(x)) * mask for x in (b_logp, b_values, b_ref_logp))
 
             # 4. rewards: -beta * KL on every token, plus the score on the last one (the EOS, or the cut-off).
             kl_coef = self.kl_ctl.value
@@ -464,28 +596,42 @@ class PPOTrainer:
 
         # 6. PPO epochs over shuffled minibatches.
         # The models stay in eval mode: gradients flow all the same, and no dropout can slip in.
-        stats = {"pg_loss": [], "v_loss": [], "clipfrac": [], "approxkl": [], "vf_clipfrac": [], "entropy": []}
+        # Launched on several processes, each takes every size-th row of a minibatch and weighs its loss
+        # by its share of the minibatch's tokens: DDP's average of the gradients is then one process's.
+        stats = []  # per minibatch: pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy
+        pieces = cfg.gradient_accumulation_steps
         for _epoch in range(cfg.ppo_epochs):
             order = torch.randperm(cfg.batch_size, generator=self.shuffle_rng).to(self.device)
             for s in range(0, cfg.batch_size, cfg.mini_batch_size):
-                mb = order[s : s + cfg.mini_batch_size]
-                mb_mask = mask[mb]
-                logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
-                mb_logp = self._logprobs(logits, b_response[mb])
-                pg_loss, clipfrac, approxkl = policy_loss(
-                    mb_logp, b_logp[mb], b_advantages[mb], mb_mask, cfg.clip_range
-                )
-                v_loss, vf_clipfrac = value_loss(mb_values, b_values[mb], b_returns[mb], mb_mask, cfg.clip_range_value)
-                entropy = masked_mean(entropy_from_logits(logits), mb_mask)
-                loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                mb_all = order[s : s + cfg.mini_batch_size]
+                mb_tokens = mask[mb_all].sum().clamp(min=1.0)
+                mb_mine = mb_all[procs.rank :: procs.size]
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                mb_stats = torch.zeros(6, device=self.device)
+                for k, mb in enumerate(mb_mine.chunk(pieces)):
+                    mb_mask = mask[mb]
+                    weight = mb_mask.sum() / mb_tokens  # this piece's share of the minibatch's tokens
+                    last_piece = k == pieces - 1
+                    with contextlib.nullcontext() if last_piece else procs.no_sync(self.trainable_ddp):
+                        logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
+                        mb_logp = self._logprobs(logits, b_response[mb])
+                        pg_loss, clipfrac, approxkl = policy_loss(
+                            mb_logp, b_logp[mb], b_advantages[mb], mb_mask, cfg.clip_range
+                        )
+                        v_loss, vf_clipfrac = value_loss(
+                            mb_values, b_values[mb], b_returns[mb], mb_mask, cfg.clip_range_value
+                        )
+                        entropy = masked_mean(entropy_from_logits(logits), mb_mask)
+                        loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
+                        (loss * (weight * procs.size)).backward()  # alone and in one piece, weight is 1
+                    parts = (pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy)
+                    mb_stats += torch.stack([x.detach() for x in parts]) * weight
                 nn.utils.clip_grad_norm_(
                     [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
                 )
                 self.optimizer.step()
-                for key, value in zip(stats, (pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy)):
-                    stats[key].append(value.item())
+                stats.append(mb_stats)
+        pg, vl, cf, ak, vcf, ent = procs.sum(torch.stack(stats)).T.tolist()
         t_update = time.perf_counter() - t_start - t_rollout
 
         # 7. log: one flat dict per step (METRIC_DOCS explains each key); adapt beta afterwards.
@@ -499,13 +645,13 @@ class PPOTrainer:
             "objective/non_score_reward": non_score_reward.sum(1).mean().item(),
             "objective/rlhf_reward": (scores + non_score_reward.sum(1)).mean().item(),
             "objective/entropy": (-b_logp * mask).sum(1).mean().item(),
-            "policy/entropy": fmean(stats["entropy"]),
-            "policy/clipfrac": fmean(stats["clipfrac"]),
-            "policy/approxkl": fmean(stats["approxkl"]),
-            "loss/policy": fmean(stats["pg_loss"]),
-            "loss/value": fmean(stats["v_loss"]),
+            "policy/entropy": fmean(ent),
+            "policy/clipfrac": fmean(cf),
+            "policy/approxkl": fmean(ak),
+            "loss/policy": fmean(pg),
+            "loss/value": fmean(vl),
             "val/mean": masked_mean(b_values, mask).item(),
-            "val/clipfrac": fmean(stats["vf_clipfrac"]),
+            "val/clipfrac": fmean(vcf),
             "val/explained_var": explained_variance(b_values, b_returns, mask).item(),
             "ppo/kl_coef": float(kl_coef),
             "ppo/mean_response_len": mask.sum(1).mean().item(),
@@ -518,6 +664,7 @@ class PPOTrainer:
             "step": self.step_count,
         }
         self.kl_ctl.update(metrics["objective/kl"], n_steps=cfg.batch_size)
+        responses = procs.gather_objects(my_texts)
         self.last_samples = list(zip(queries, responses, scores.tolist(), seq_kl.tolist()))
         self.metrics.append(metrics)
         return metrics
@@ -528,6 +675,7 @@ class PPOTrainer:
         cfg = self.cfg
         if self.output_dir is not None:
             self._start_output(resume)
+            self.procs.wait()  # the main process has trimmed metrics.jsonl before anyone logs to it
         while self.step_count < cfg.total_steps:
             metrics = self.step()
             self._log(metrics)
@@ -539,7 +687,10 @@ class PPOTrainer:
         return PPOResult(self.policy, self.value_head, self.metrics, self.last_samples, self.output_dir)
 
     def _log(self, metrics: dict) -> None:
+        """Append to metrics.jsonl, print and call the callbacks: the main process only."""
         cfg, n = self.cfg, self.step_count
+        if not self.procs.is_main:
+            return
         if self.output_dir is not None:
             with open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(metrics) + "\n")
@@ -563,7 +714,9 @@ class PPOTrainer:
         return self.output_dir / "checkpoint" if self.output_dir is not None else None
 
     def _start_output(self, resume: bool) -> None:
-        self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.procs.is_main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.procs.wait()
         ckpt = self._find_checkpoint()
         if ckpt is not None and not resume:
             raise ValueError(
@@ -578,7 +731,9 @@ class PPOTrainer:
                 "another output_dir (nothing was overwritten)"
             )
         # Steps logged after the last checkpoint will be redone, identically: drop their lines.
-        _write_jsonl(self.output_dir / "metrics.jsonl", self.metrics)
+        self.procs.wait()  # every process has read the folder as it was
+        if self.procs.is_main:
+            _write_jsonl(self.output_dir / "metrics.jsonl", self.metrics)
 
     def _find_checkpoint(self) -> Path | None:
         for path in (self.checkpoint_dir, self.checkpoint_dir.with_name("checkpoint.old")):
@@ -594,9 +749,10 @@ class PPOTrainer:
         return None
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every trainable weight, whole and on the CPU (sharded ones are gathered: every process calls this)."""
         modules = {"policy": self.policy, "value_model": self.value_model}
         return {
-            f"{name}.{n}": p.detach().cpu().clone()
+            f"{name}.{n}": full_tensor(p).clone()
             for name, m in modules.items()
             if m is not None
             for n, p in m.named_parameters()
@@ -609,18 +765,28 @@ class PPOTrainer:
         Files: weights.safetensors (trainable weights and the value head), optimizer.safetensors and
         rng.safetensors (their tensors), state.json (step, KL controller, metrics, config, and the
         non-tensor parts of the optimizer and RNG states). No pickle anywhere.
+
+        Launched on several processes, every process calls it (their sampling streams are gathered) and
+        the main one writes; the weights and optimizer state are the same in every process.
         """
         from safetensors.torch import save_file
 
+        # Gathered by every process: sharded weights and optimizer state, and each process's sampling stream.
         weights = {f"trainable.{k}": v for k, v in self._trainable_state().items()}
-        weights.update(
-            {f"value_head.{k}": v.detach().cpu().contiguous() for k, v in self.value_head.state_dict().items()}
-        )
-        opt_tensors, opt_rest = _split_tensors(self.optimizer.state_dict())
-        rng_tensors, rng_rest = _split_tensors(_rng_state(self.sample_rng, self.shuffle_rng))
+        weights.update({f"value_head.{k}": full_tensor(v) for k, v in self.value_head.state_dict().items()})
+        optimizer_state = _map_tensors(self.optimizer.state_dict(), full_tensor)
+        rng = _rng_state(self.sample_rng, self.shuffle_rng)
+        if self.procs.size > 1:
+            rng["sample_by_process"] = self.procs.gather(rng["sample"][None].to(self.device)).cpu()
+        if not self.procs.is_main:
+            self.procs.wait()
+            return self.checkpoint_dir
+        opt_tensors, opt_rest = _split_tensors(optimizer_state)
+        rng_tensors, rng_rest = _split_tensors(rng)
         state = {
             "format": _FORMAT,
             "step": self.step_count,
+            "processes": self.procs.size,
             "kl_controller": self.kl_ctl.state_dict(),
             "optimizer": opt_rest,
             "rng": rng_rest,
@@ -632,6 +798,7 @@ class PPOTrainer:
             save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
             save_file(rng_tensors, str(tmp / "rng.safetensors"))
             (tmp / _STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+        self.procs.wait()
         return self.checkpoint_dir
 
     def load_checkpoint(self, path: str | Path) -> None:
@@ -655,8 +822,18 @@ class PPOTrainer:
             ) from err
         if state.get("format") != _FORMAT:
             raise ValueError(f"checkpoint {path} has format {state.get('format')!r}, this labkit reads {_FORMAT}")
-        free = {"total_steps", "log_every", "sample_table_every", "checkpoint_every", "output_dir"}
-        saved, now = state["config"], json.loads(json.dumps(dataclasses.asdict(self.cfg)))
+        # Free to change on resume: how long, how loud, and how a minibatch is cut into pieces.
+        free = {
+            "total_steps",
+            "log_every",
+            "sample_table_every",
+            "checkpoint_every",
+            "output_dir",
+            "gradient_accumulation_steps",
+        }
+        now = json.loads(json.dumps(dataclasses.asdict(self.cfg)))
+        # A field newer than the checkpoint had its default when the checkpoint was written.
+        saved = {**json.loads(json.dumps(dataclasses.asdict(PPOConfig()))), **state["config"]}
         changed = sorted(k for k in now if k not in free and saved.get(k) != now[k])
         if changed:
             diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
@@ -664,6 +841,15 @@ class PPOTrainer:
                 f"checkpoint {path} was made with a different config ({diff}); use the same "
                 "settings to resume, or a new output_dir for a new run"
             )
+        written_by = int(state.get("processes", 1))
+        if self.cfg.sampling == "batch" and written_by != self.procs.size:
+            raise ValueError(
+                f"checkpoint {path} was written by {written_by} process(es) and this run has {self.procs.size}: "
+                "with sampling='batch' each process has its own random stream. Resume on "
+                f"{written_by} process(es), or train with sampling='per_prompt', which resumes on any number"
+            )
+        if "sample_by_process" in rng:
+            rng["sample"] = rng["sample_by_process"][self.procs.rank].clone()  # a row view will not do
         mine = self._trainable_state()
         trainable = {k[len("trainable.") :]: v for k, v in weights.items() if k.startswith("trainable.")}
         if set(mine) != set(trainable):
@@ -677,13 +863,19 @@ class PPOTrainer:
             if m is not None
             for n, p in m.named_parameters()
         }
-        with torch.no_grad():
-            for key, tensor in trainable.items():
-                params[key].copy_(tensor)
-        self.value_head.load_state_dict(
-            {k[len("value_head.") :]: v for k, v in weights.items() if k.startswith("value_head.")}
-        )
+        for key, tensor in trainable.items():
+            set_full(params[key], tensor)
+        head = {k[len("value_head.") :]: v for k, v in weights.items() if k.startswith("value_head.")}
+        if set(head) != set(dict(self.value_head.named_parameters())):
+            raise ValueError(f"checkpoint {path} has no value head of this shape; use a new output_dir")
+        for name, param in self.value_head.named_parameters():
+            set_full(param, head[name])
         self.optimizer.load_state_dict(optimizer)
+        for param, moments in self.optimizer.state.items():  # a sharded weight's moments are sharded alike
+            for key, value in moments.items():
+                if hasattr(param, "device_mesh") and torch.is_tensor(value) and value.shape == param.shape:
+                    moments[key] = torch.zeros_like(param)
+                    set_full(moments[key], value)
         self.kl_ctl.load_state_dict(state["kl_controller"])
         _set_rng_state(rng, self.sample_rng, self.shuffle_rng)
         self.step_count = int(state["step"])
@@ -724,6 +916,28 @@ def _split_tensors(tree: Any, prefix: str = "") -> tuple[dict[str, torch.Tensor]
     if isinstance(tree, (str, int, float, bool)) or tree is None:
         return {}, tree
     raise TypeError(f"cannot store {type(tree).__name__} at {prefix!r} in a checkpoint")
+
+
+def _full_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state as whole CPU tensors, a tied weight once (under its first name), as save_pretrained
+    writes it: sharded weights are gathered, so every process calls this."""
+    state, seen = {}, set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            state[name] = full_tensor(tensor)
+    return state
+
+
+def _map_tensors(tree: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """`tree` (dicts, lists, tuples) with `fn` applied to every tensor in it."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: _map_tensors(v, fn) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map_tensors(v, fn) for v in tree)
+    return tree
 
 
 def _join_tensors(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
@@ -782,14 +996,16 @@ def train(
     cfg: PPOConfig | None = None,
     callbacks: Sequence[Any] = (),
     resume: bool = True,
+    accelerator: Any = None,
 ) -> PPOResult:
     """Fine-tune `policy` with PPO on `prompts` against `reward_fn(prompts, responses) -> tensor (B,)`.
 
     Callbacks are objects with `on_step(metrics, samples)` (or plain callables with that signature);
     `samples` is the step's list of (prompt, response, score, kl). With `cfg.output_dir` set and
-    `resume=True`, a run picks up from `output_dir/checkpoint/` where it left off.
+    `resume=True`, a run picks up from `output_dir/checkpoint/` where it left off. `accelerator`:
+    see `PPOTrainer`.
     """
-    return PPOTrainer(policy, tokenizer, prompts, reward_fn, cfg, callbacks).train(resume=resume)
+    return PPOTrainer(policy, tokenizer, prompts, reward_fn, cfg, callbacks, accelerator).train(resume=resume)
 
 
 def ppo_stage(
@@ -799,8 +1015,10 @@ def ppo_stage(
     reward_fn: Callable,
     cfg: PPOConfig | None = None,
     callbacks: Sequence[Any] = (),
+    accelerator: Any = None,
 ) -> tuple[PPOResult, dict[str, float]]:
-    """`labkit run`'s PPO stage: train (resuming if possible), save the policy, return summary metrics.
+    """`labkit run`'s PPO stage (and `labkit ppo`'s): train (resuming if possible), save the policy,
+    return summary metrics. Launched on several processes, the main one writes the files.
 
     Metrics: ppo.kl_mean (mean per-response KL to the reference over the last 5 steps),
     ppo.wall_seconds, ppo.steps, ppo.score_first / ppo.score_last (mean score of the first / last
@@ -808,7 +1026,8 @@ def ppo_stage(
     """
     cfg = cfg or PPOConfig()
     start = time.perf_counter()
-    result = train(policy, tokenizer, prompts, reward_fn, cfg, callbacks=callbacks, resume=True)
+    trainer = PPOTrainer(policy, tokenizer, prompts, reward_fn, cfg, callbacks, accelerator)
+    result = trainer.train(resume=True)
     wall = time.perf_counter() - start
     rows = result.metrics
 
@@ -828,10 +1047,14 @@ def ppo_stage(
 
         from labkit.artifacts import write_manifest
 
-        result.policy.save_pretrained(result.output_dir / "policy")
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in result.value_head.state_dict().items()},
-            str(result.output_dir / "value_head.safetensors"),
-        )
-        write_manifest(result.output_dir, "ppo", cfg, cfg.seed, metrics=metrics)
+        # Whole tensors, gathered by every process where the weights are sharded; the main process writes.
+        sharded = any(hasattr(p, "device_mesh") for p in result.policy.parameters())
+        policy_state = _full_state(result.policy) if sharded else None
+        head = {k: full_tensor(v) for k, v in result.value_head.state_dict().items()}
+        if trainer.procs.is_main:
+            extra = {"state_dict": policy_state} if sharded else {}
+            result.policy.save_pretrained(result.output_dir / "policy", **extra)
+            save_file(head, str(result.output_dir / "value_head.safetensors"))
+            write_manifest(result.output_dir, "ppo", cfg, cfg.seed, metrics=metrics)
+        trainer.procs.wait()
     return result, metrics

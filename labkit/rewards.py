@@ -39,6 +39,7 @@ __all__ = [
     "Reward",
     "ToxicityReward",
     "WeightedSum",
+    "for_trl",
     "from_pretrained_or_explain",
     "make_reward",
     "nontoxic_logit",
@@ -72,6 +73,34 @@ class Reward:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def for_trl(reward: Callable, name: str | None = None) -> Callable:
+    """A labkit reward as a TRL reward function, for the engines built to scale past labkit's loop.
+
+    TRL's GRPOTrainer and RLOOTrainer (and OpenRLHF's or verl's custom reward hooks, through the same
+    text in, floats out contract) call `reward_func(prompts, completions, **kwargs) -> list[float]`;
+    conversational prompts and completions arrive as lists of {"role", "content"} messages, of which
+    the last user turn and the assistant's reply are what a labkit reward reads.
+    """
+    if not callable(reward):
+        raise ValueError(f"for_trl needs a reward callable as reward(prompts, responses), got {type(reward).__name__}")
+
+    def text(item: Any, role: str) -> str:
+        if isinstance(item, str):
+            return item
+        turns = [m["content"] for m in item if m.get("role") == role]
+        if not turns:
+            raise ValueError(f"a conversational item with no {role!r} turn: {item!r}")
+        return turns[-1]
+
+    def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
+        queries = [text(p, "user") for p in prompts]
+        replies = [text(c, "assistant") for c in completions]
+        return [float(x) for x in torch.as_tensor(reward(queries, replies)).reshape(-1)]
+
+    reward_func.__name__ = name or getattr(reward, "name", None) or getattr(reward, "__name__", "labkit_reward")
+    return reward_func
 
 
 class FunctionReward(Reward):

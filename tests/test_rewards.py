@@ -200,3 +200,30 @@ def test_toxicity_reward_plot_carries_the_three_rewards():
     logit = rewards.nontoxic_logit(texts)
     assert np.allclose(np.c_[logit, 1.0 - rewards.toxicity_prob(texts)], prob_points)
     assert np.allclose(np.c_[logit, [1.0] * 4 + [0.0] * 4], binary_points)
+
+
+def test_for_trl_gives_trl_the_same_scores_for_plain_and_conversational_items():
+    """TRL calls reward_func(prompts=, completions=, completion_ids=, **columns); the wrapped reward reads
+    the last user turn and the assistant's reply, and scores as the labkit reward does."""
+    tox = rewards.ToxicityReward("prob")
+    func = rewards.for_trl(tox)
+    replies = ["Water it when the soil is dry.", "You are an idiot."]
+    want = tox(["q1", "q2"], replies).tolist()
+    assert func.__name__ == tox.name
+    assert func(prompts=["q1", "q2"], completions=replies, completion_ids=[[1], [2]]) == pytest.approx(want)
+    chat = func(
+        prompts=[[{"role": "system", "content": "be kind"}, {"role": "user", "content": q}] for q in ("q1", "q2")],
+        completions=[[{"role": "assistant", "content": r}] for r in replies],
+        completion_ids=[[1], [2]],
+        extra_column=["a", "b"],
+    )
+    assert chat == pytest.approx(want)
+    seen = []
+    rewards.for_trl(lambda q, r: seen.append(q) or torch.zeros(len(r)))(
+        prompts=[[{"role": "user", "content": "hi"}]], completions=["x"]
+    )
+    assert seen == [["hi"]]
+    with pytest.raises(ValueError, match="no 'assistant' turn"):
+        func(prompts=["q"], completions=[[{"role": "user", "content": "x"}]])
+    with pytest.raises(ValueError, match="reward callable"):
+        rewards.for_trl("toxicity")
