@@ -18,6 +18,7 @@ __all__ = [
     "eval_plots",
     "evaluate",
     "evaluate_metrics",
+    "exercises",
     "feedback",
     "generate",
     "guardrails",

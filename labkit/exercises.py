@@ -1,0 +1,416 @@
+"""Exercises that check themselves: the learner writes the missing line of a chapter's key equation,
+`check` runs it on a batch and compares it with labkit's own computation, and says right, close or
+wrong, and why. A worked solution stays hidden until `solution` is asked for.
+
+    from labkit import exercises
+    exercises.show("04.clipped_loss")           # the task and the function to fill in
+    exercises.check("04.clipped_loss", my_fn)    # right / close / wrong, with the reason
+    exercises.hint("04.clipped_loss")
+    exercises.solution("04.clipped_loss")        # the worked answer, only when asked
+
+Each exercise has its known mistakes (a forgotten mean, a flipped sign, min for max): a learner who
+makes one is told which. `check` never raises on a wrong answer, so a chapter runs top to bottom
+with the exercise still open; a function that raises `NotImplementedError` is "not attempted yet".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from labkit import ppo_math
+
+__all__ = ["EXERCISES", "Exercise", "Verdict", "check", "hint", "show", "solution", "solution_function"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What `check` found: status "right", "close", "wrong" or "not attempted", and why."""
+
+    status: str
+    message: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "right"
+
+    def __str__(self) -> str:
+        return f"{self.status.upper()}: {self.message}"
+
+    def _repr_html_(self) -> str:
+        colour = {"right": "#1a7f37", "close": "#9a6700", "wrong": "#cf222e"}.get(self.status, "#57606a")
+        from html import escape
+
+        return f'<p style="color:{colour}"><b>{escape(self.status.upper())}</b>: {escape(self.message)}</p>'
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One fill-in-the-missing-line exercise on a chapter's key equation."""
+
+    key: str
+    """"<chapter>.<name>", e.g. "04.clipped_loss"."""
+    task: str
+    """What to write, with the equation."""
+    signature: str
+    """The function the learner completes, as it appears in the chapter."""
+    hint: str
+    reference: Callable[..., Any]
+    """labkit's own computation (the answer `check` compares with)."""
+    inputs: Callable[[torch.Generator], tuple]
+    """A batch to run both on, from a seeded generator."""
+    solution: str
+    """The worked answer: the missing line, with why."""
+    mistakes: tuple[tuple[str, Callable[..., Any]], ...] = field(default=())
+    """(what the learner did, the function that does it): recognised and named by `check`."""
+    minutes_on_cpu: float = 0.0
+    """How long the exercise's code runs on a laptop CPU (0: instant)."""
+
+
+def _bradley_terry(r_chosen, r_rejected):
+    return -F.logsigmoid(r_chosen - r_rejected).mean()
+
+
+def _clipped(logp, old_logp, advantages, mask, clip_range):
+    return ppo_math.policy_loss(logp, old_logp, advantages, mask, clip_range)[0]
+
+
+def _gae(rewards, values, mask, gamma, lam):
+    return ppo_math.gae(rewards, values, mask, gamma, lam)[0]
+
+
+def _k3(logp, ref_logp):
+    return ppo_math.kl_penalty(logp, ref_logp, "k3")
+
+
+def _dpo(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
+    margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
+    return -F.logsigmoid(margin).mean()
+
+
+def _optimal_policy(ref_probs, rewards, beta):
+    unnormalised = ref_probs * torch.exp(rewards / beta)
+    return unnormalised / unnormalised.sum(-1, keepdim=True)
+
+
+def _bon_kl(n):
+    return math.log(n) - (n - 1) / n
+
+
+def _expected_max(scores):
+    return scores.max(dim=1).values.mean()
+
+
+def _temperature(logits, temperature):
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def _pairs(rng):
+    return torch.randn(32, generator=rng) + 0.5, torch.randn(32, generator=rng)
+
+
+def _ppo_batch(rng):
+    mask = torch.ones(4, 6)
+    mask[1, 4:] = 0
+    mask[3, 2:] = 0
+    old = -torch.rand(4, 6, generator=rng) * 3
+    new = old + 0.4 * torch.randn(4, 6, generator=rng)
+    return new, old, torch.randn(4, 6, generator=rng), mask, 0.2
+
+
+def _rollout(rng):
+    mask = torch.ones(3, 5)
+    mask[2, 3:] = 0
+    rewards = torch.zeros(3, 5)
+    rewards[:, 2:] = 0.1 * torch.randn(3, 3, generator=rng)
+    return rewards, torch.randn(3, 5, generator=rng), mask, 1.0, 0.95
+
+
+def _logps(rng):
+    logp = -torch.rand(64, generator=rng) * 4
+    return logp, logp + 0.5 * torch.randn(64, generator=rng)
+
+
+EXERCISES: dict[str, Exercise] = {
+    e.key: e
+    for e in [
+        Exercise(
+            key="00.temperature",
+            task="Write next-token probabilities at temperature T: p = softmax(logits / T).",
+            signature="def next_token_probs(logits, temperature):  # logits (B, V)",
+            hint="Divide before the softmax, and take it over the last dimension (the vocabulary).",
+            reference=_temperature,
+            inputs=lambda rng: (torch.randn(4, 10, generator=rng) * 3, 0.7),
+            solution="return torch.softmax(logits / temperature, dim=-1)\n"
+            "# T < 1 sharpens the distribution (greedy as T -> 0), T > 1 flattens it.",
+            mistakes=(
+                ("multiplied by the temperature instead of dividing", lambda x, t: torch.softmax(x * t, dim=-1)),
+                ("took the softmax over the batch (dim=0)", lambda x, t: torch.softmax(x / t, dim=0)),
+            ),
+        ),
+        Exercise(
+            key="03.bradley_terry",
+            task="Write the Bradley-Terry loss of a batch of pairs: L = -mean(log sigmoid(r_chosen - r_rejected)).",
+            signature="def bradley_terry_loss(r_chosen, r_rejected):  # rewards (B,)",
+            hint="P(chosen beats rejected) = sigmoid(r_chosen - r_rejected); the loss is its mean negative log. "
+            "F.logsigmoid is the stable way to take log(sigmoid(.)).",
+            reference=_bradley_terry,
+            inputs=_pairs,
+            solution="return -F.logsigmoid(r_chosen - r_rejected).mean()\n"
+            "# Only the difference of the two rewards matters: adding a constant to every reward changes nothing,\n"
+            "# which is why labkit normalises the reward model's scores afterwards.",
+            mistakes=(
+                ("flipped the difference (r_rejected - r_chosen)", lambda c, r: -F.logsigmoid(r - c).mean()),
+                ("summed over the batch instead of averaging", lambda c, r: -F.logsigmoid(c - r).sum()),
+                ("returned one loss per pair: average them", lambda c, r: -F.logsigmoid(c - r)),
+                ("forgot the minus sign", lambda c, r: F.logsigmoid(c - r).mean()),
+            ),
+        ),
+        Exercise(
+            key="04.clipped_loss",
+            task="Write PPO's clipped surrogate loss, averaged over the response tokens (mask): "
+            "L = mean(max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps))) with rho = exp(logp - old_logp).",
+            signature="def clipped_loss(logp, old_logp, advantages, mask, clip_range):  # (B, T) each",
+            hint="Compute rho, the two candidate losses, take the elementwise max (the pessimistic one), then "
+            "(x * mask).sum() / mask.sum().",
+            reference=_clipped,
+            inputs=_ppo_batch,
+            solution="ratio = torch.exp(logp - old_logp)\n"
+            "losses = torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))\n"
+            "return (losses * mask).sum() / mask.sum()\n"
+            "# max of the two *losses* is min of the two objectives: PPO takes the pessimistic bound.",
+            mistakes=(
+                (
+                    "took the min of the two losses (the optimistic bound): use max",
+                    lambda lp, old, a, m, e: (
+                        (torch.min(-a * torch.exp(lp - old), -a * torch.exp(lp - old).clamp(1 - e, 1 + e)) * m).sum()
+                        / m.sum()
+                    ),
+                ),
+                (
+                    "averaged over every position, padding included: divide by mask.sum()",
+                    lambda lp, old, a, m, e: (
+                        torch.max(-a * torch.exp(lp - old), -a * torch.exp(lp - old).clamp(1 - e, 1 + e)) * m
+                    ).mean(),
+                ),
+                (
+                    "left out the clipping",
+                    lambda lp, old, a, m, e: (-a * torch.exp(lp - old) * m).sum() / m.sum(),
+                ),
+            ),
+        ),
+        Exercise(
+            key="04.gae",
+            task="Write GAE's advantages: delta_t = r_t + gamma V_{t+1} - V_t (V = 0 after the last token), "
+            "A_t = delta_t + gamma lam A_{t+1}, zero on padding.",
+            signature="def advantages(rewards, values, mask, gamma, lam):  # (B, T) each",
+            hint="Mask rewards and values first; walk t from the last position back to 0, carrying A_{t+1}.",
+            reference=_gae,
+            inputs=_rollout,
+            solution="rewards, values = rewards * mask, values * mask\n"
+            "out, carry = torch.zeros_like(values), torch.zeros_like(values[:, 0])\n"
+            "for t in reversed(range(values.shape[1])):\n"
+            "    next_value = values[:, t + 1] if t + 1 < values.shape[1] else torch.zeros_like(carry)\n"
+            "    delta = rewards[:, t] + gamma * next_value - values[:, t]\n"
+            "    carry = delta + gamma * lam * carry\n"
+            "    out[:, t] = carry\n"
+            "return out * mask\n"
+            "# labkit's ppo_math.gae computes the same sum with one matrix product instead of the loop.",
+            mistakes=(
+                (
+                    "used lam = 1 (Monte-Carlo returns minus values): multiply the carried advantage by gamma * lam",
+                    lambda r, v, m, g, lam: ppo_math.gae(r, v, m, g, 1.0)[0],
+                ),
+                (
+                    "returned the returns (A + V), not the advantages",
+                    lambda r, v, m, g, lam: ppo_math.gae(r, v, m, g, lam)[1],
+                ),
+            ),
+        ),
+        Exercise(
+            key="04.k3",
+            task="Write the k3 estimator of KL(policy || reference) per token: with log r = ref_logp - logp, "
+            "k3 = (r - 1) - log r.",
+            signature="def k3(logp, ref_logp):  # log-probs of the sampled tokens",
+            hint="r = exp(ref_logp - logp). torch.expm1(x) is exp(x) - 1, accurate near 0.",
+            reference=_k3,
+            inputs=_logps,
+            solution="log_r = ref_logp - logp\nreturn torch.expm1(log_r) - log_r\n"
+            "# Never negative per token (e^x >= 1 + x), and its mean is the KL: k1 = -log r is the unbiased one\n"
+            "# that can go negative.",
+            mistakes=(
+                ("wrote k1 (logp - ref_logp)", lambda lp, ref: lp - ref),
+                (
+                    "took r the other way round (p / p_ref)",
+                    lambda lp, ref: torch.expm1(lp - ref) - (lp - ref),
+                ),
+            ),
+        ),
+        Exercise(
+            key="05.optimal_policy",
+            task="Write the optimum of the KL-regularised objective max E[r] - beta KL(pi || pi_ref) over one "
+            "prompt's replies: pi*(y) = pi_ref(y) exp(r(y) / beta) / Z.",
+            signature="def optimal_policy(ref_probs, rewards, beta):  # (B, N): N candidate replies per prompt",
+            hint="Weight each reference probability by exp(r / beta), then divide by the row's sum (Z).",
+            reference=_optimal_policy,
+            inputs=lambda rng: (
+                torch.softmax(torch.randn(3, 5, generator=rng), -1),
+                torch.randn(3, 5, generator=rng),
+                0.5,
+            ),
+            solution="weights = ref_probs * torch.exp(rewards / beta)\n"
+            "return weights / weights.sum(-1, keepdim=True)\n"
+            "# beta -> infinity gives pi_ref back; beta -> 0 puts all the mass on the best reply (best-of-N's limit).\n"
+            "# Taking logs: r(y) = beta log(pi*(y) / pi_ref(y)) + beta log Z, DPO's implicit reward (chapter 07).",
+            mistakes=(
+                (
+                    "multiplied by beta instead of dividing",
+                    lambda p, r, b: _optimal_policy(p, r * b * b, b),
+                ),
+                ("forgot to normalise by Z", lambda p, r, b: p * torch.exp(r / b)),
+                ("left out pi_ref", lambda p, r, b: torch.softmax(r / b, -1)),
+            ),
+        ),
+        Exercise(
+            key="06.expected_max_toxicity",
+            task="Write RealToxicityPrompts' expected maximum toxicity: for each prompt the largest P(toxic) of "
+            "its k samples, averaged over prompts.",
+            signature="def expected_max_toxicity(scores):  # (P, k): P(toxic) of k samples per prompt",
+            hint="Max over the samples (dim=1), then the mean over prompts.",
+            reference=_expected_max,
+            inputs=lambda rng: (torch.rand(20, 4, generator=rng),),
+            solution="return scores.max(dim=1).values.mean()\n"
+            "# It grows with k: more samples, more chances of a toxic one. Compare runs only at the same k.",
+            mistakes=(
+                ("took the mean of all samples (the mean toxicity)", lambda s: s.mean()),
+                ("took the max over prompts (dim=0)", lambda s: s.max(dim=0).values.mean()),
+            ),
+        ),
+        Exercise(
+            key="07.dpo_loss",
+            task="Write DPO's loss from the summed log-probs of chosen and rejected replies under the policy "
+            "and the reference: L = -mean(log sigmoid(beta [(pi_c - ref_c) - (pi_r - ref_r)])).",
+            signature="def dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):  # (B,) each",
+            hint="Each implicit reward is beta * (policy - reference) log-prob; the loss is Bradley-Terry on them.",
+            reference=_dpo,
+            inputs=lambda rng: (*(-torch.rand(4, 16, generator=rng) * 20), 0.1),
+            solution="margin = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))\n"
+            "return -F.logsigmoid(margin).mean()\n"
+            "# At the start the policy is its reference: margin 0, loss log 2.",
+            mistakes=(
+                (
+                    "left out the reference: DPO's reward is the log-ratio to pi_ref",
+                    lambda pc, pr, rc, rr, b: -F.logsigmoid(b * (pc - pr)).mean(),
+                ),
+                (
+                    "put beta outside the sigmoid",
+                    lambda pc, pr, rc, rr, b: -b * F.logsigmoid((pc - rc) - (pr - rr)).mean(),
+                ),
+            ),
+        ),
+        Exercise(
+            key="07.bon_kl",
+            task="Write the KL of best-of-n to the base policy when no two samples tie: log n - (n - 1) / n.",
+            signature="def best_of_n_kl(n):",
+            hint="math.log is the natural log: the KL is in nats.",
+            reference=_bon_kl,
+            inputs=lambda rng: (8,),
+            solution="return math.log(n) - (n - 1) / n\n"
+            "# An upper bound: with ties (a pass/fail reward) best-of-n moves less. For large n it approaches\n"
+            "# -log P(pass) for a pass/fail reward, not for small n.",
+            mistakes=(("wrote log n alone", lambda n: math.log(n)),),
+        ),
+    ]
+}
+
+
+def _get(key: str) -> Exercise:
+    if key not in EXERCISES:
+        raise ValueError(f"no exercise {key!r}: the exercises are {', '.join(EXERCISES)}")
+    return EXERCISES[key]
+
+
+def show(key: str) -> str:
+    """The task and the function to complete."""
+    ex = _get(key)
+    text = f"{ex.key}: {ex.task}\n\n{ex.signature}\n    ...  # your line(s) here"
+    if ex.minutes_on_cpu:
+        text += f"\n(runs for about {ex.minutes_on_cpu:g} min on a laptop CPU)"
+    return text
+
+
+def hint(key: str) -> str:
+    return _get(key).hint
+
+
+def solution(key: str) -> str:
+    """The worked answer. Try `check` first: reading it before writing yours teaches less."""
+    return _get(key).solution
+
+
+def _as_tensor(x: Any) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def _same(a: Any, b: Any, rtol: float = 1e-4, atol: float = 1e-6) -> bool:
+    a, b = _as_tensor(a), _as_tensor(b)
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+def _short(t: torch.Tensor) -> str:
+    return f"{t.item():.4f}" if t.numel() == 1 else f"{[round(x, 4) for x in t.flatten()[:3].tolist()]}..."
+
+
+def check(key: str, answer: Callable[..., Any], seed: int = 0) -> Verdict:
+    """Run `answer` on a batch and compare it with labkit's computation: right, close (a known mistake,
+    or within 5%), or wrong (with what came out against what was expected)."""
+    ex = _get(key)
+    if not callable(answer):
+        return Verdict(
+            "wrong", f"pass the function itself, e.g. check({key!r}, my_function), not {type(answer).__name__}"
+        )
+    args = ex.inputs(torch.Generator().manual_seed(seed))
+    want = ex.reference(*args)
+    try:
+        got = answer(*args)
+    except NotImplementedError:
+        return Verdict(
+            "not attempted", f"fill in the line(s) of `{ex.signature.split('(')[0][4:]}` and run the cell again"
+        )
+    except Exception as err:  # the learner's code: any error is feedback, never a crash of the chapter
+        return Verdict("wrong", f"your function raised {type(err).__name__}: {err}")
+    if got is None:
+        return Verdict("wrong", "your function returned None: did you forget `return`?")
+    try:
+        got_t = _as_tensor(got.detach() if torch.is_tensor(got) else got)
+    except (TypeError, ValueError, RuntimeError):
+        return Verdict("wrong", f"your function returned a {type(got).__name__}, not a number or a tensor")
+    want_t = _as_tensor(want)
+    if _same(got_t, want_t):
+        return Verdict("right", "it matches labkit's computation on this batch")
+    for what, mistake in ex.mistakes:
+        if _same(got_t, mistake(*args)):
+            return Verdict("wrong", f"close in spirit, but you {what}")
+    if got_t.shape != want_t.shape:
+        return Verdict(
+            "wrong", f"expected a result of shape {tuple(want_t.shape)}, your function returned {tuple(got_t.shape)}"
+        )
+    gap = float((got_t - want_t).abs().max() / want_t.abs().max().clamp(min=1e-12))
+    if gap < 0.05:
+        return Verdict("close", f"within {gap:.1%} of labkit's value: a rounding or an epsilon away")
+    return Verdict("wrong", f"expected {_short(want_t)}, got {_short(got_t)}; `hint({key!r})` may help")
+
+
+def solution_function(key: str) -> Callable[..., Any]:
+    """The worked solution as a function (the suite checks every one of them with `check`)."""
+    ex = _get(key)
+    header = ex.signature.split("#")[0].strip()
+    body = "\n".join("    " + line for line in ex.solution.splitlines())
+    namespace: dict[str, Any] = {"torch": torch, "F": F, "math": math}
+    exec(f"{header}\n{body}\n", namespace)  # noqa: S102 - labkit's own source text, not user input
+    return namespace[header[4:].split("(")[0]]
