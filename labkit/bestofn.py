@@ -29,6 +29,7 @@ __all__ = [
     "bestofn_stage",
     "bon_kl",
     "bon_kl_discrete",
+    "bon_kl_pass_fail",
     "expected_best",
     "plot_reward_vs_n",
     "reward_vs_n",
@@ -82,6 +83,23 @@ def bon_kl_discrete(scores: Sequence[float], n: int) -> float:
     cdf = np.cumsum(prob)
     p_max = cdf**n - (cdf - prob) ** n  # P(the best of n has this value); > 0 wherever prob > 0
     return float(np.sum(p_max * np.log(p_max / prob)))
+
+
+def bon_kl_pass_fail(p_pass: float, n: int) -> float:
+    """KL(best-of-n || base) for a pass/fail reward that a sample passes with probability `p_pass` (nats).
+
+    Best-of-n answers with a passing reply if any of the n passes (probability q = 1 - (1 - p)^n) and with
+    a failing one otherwise, so KL = q log(q / p) + (1 - p)^n log((1 - p)^(n - 1)). It is 0 at n = 1, stays
+    below the bound log n - (n - 1) / n, and reaches -log p(pass) only as n grows large enough that some
+    sample passes almost surely: the "KL = -log P(pass)" of a pass/fail reward is a large-n limit.
+    """
+    if not 0 < p_pass <= 1 or n < 1:
+        raise ValueError(f"need 0 < p_pass <= 1 and n >= 1, got p_pass={p_pass} and n={n}")
+    fail_all = (1 - p_pass) ** n
+    kl = (1 - fail_all) * math.log((1 - fail_all) / p_pass)
+    if fail_all > 0:
+        kl += fail_all * (n - 1) * math.log(1 - p_pass)
+    return kl
 
 
 def select_best(samples: list, scores: Sequence[float]) -> list:

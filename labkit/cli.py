@@ -3,6 +3,7 @@
 labkit run --preset tiny --out runs/tiny    the whole pipeline, report and metrics.json
 labkit ppo --reward toxicity:binary --out runs/ppo   PPO alone; on several processes with
     accelerate launch --multi_gpu --num_processes 2 -m labkit.cli ppo ...   (see labkit.parallel)
+labkit prepare                              run every chapter headless, in order: what a workshop needs is built
 labkit pretrain                             retrain the tiny model under data/tiny-model
 labkit rankings                             regenerate the shipped rankings dataset
 """
@@ -13,6 +14,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["main"]
@@ -78,6 +80,64 @@ def _ppo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    """Run the chapters headless, in order, in the chapters' folder: each later chapter then loads the reward
+    model and policies an earlier one trained, instead of training them in class. Offline, like everything;
+    the notebooks themselves are not changed. Writes `prepare.json` (seconds per chapter) in that folder."""
+    import time
+
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    from labkit import artifacts, presets
+
+    folder = Path(args.notebooks) if args.notebooks else presets.ROOT / "notebooks"
+    chapters = sorted(folder.glob("[0-9][0-9]_*.ipynb"))
+    if args.chapters:
+        unknown = sorted(set(args.chapters) - {p.name[:2] for p in chapters})
+        if unknown:
+            raise ValueError(
+                f"no chapter {', '.join(unknown)} in {folder}: the chapters are {[p.name[:2] for p in chapters]}"
+            )
+        chapters = [p for p in chapters if p.name[:2] in args.chapters]
+    if not chapters:
+        raise FileNotFoundError(f"no chapters (NN_name.ipynb) in {folder}")
+    if args.workdir:
+        os.environ["LABKIT_WORKDIR"] = str(Path(args.workdir).resolve())
+    if args.preset:
+        os.environ["LAB_PRESET"] = args.preset
+    os.environ["MPLBACKEND"] = "Agg"  # the kernels draw their figures without a screen
+    presets.workdir()  # the chapters' folder exists before the first chapter writes to it
+    seconds: dict[str, float] = {}
+    for path in chapters:
+        start = time.perf_counter()
+        notebook = nbformat.read(path, as_version=4)
+        client = NotebookClient(notebook, timeout=None, kernel_name="python3")
+        try:
+            client.execute(cwd=str(path.parent))
+        except CellExecutionError as err:
+            done = f"; {', '.join(seconds)} done" if seconds else ""
+            raise ValueError(
+                f"{path.name} failed{done}. Rerun from it with --chapters {path.name[:2]} ... once fixed:\n{err}"
+            ) from err
+        seconds[path.stem] = round(time.perf_counter() - start, 1)
+        print(f"{path.stem}: {seconds[path.stem]:.0f} s", flush=True)
+    out = presets.workdir() / "prepare.json"
+    artifacts.write_json(
+        out,
+        {
+            **artifacts.provenance("labkit prepare", sys.argv[2:] if len(sys.argv) > 2 else []),
+            "preset": os.environ.get("LAB_PRESET") or presets.default_name(),
+            "seconds": seconds,
+        },
+    )
+    print(
+        f"ready: {len(seconds)} chapter(s) in {sum(seconds.values()):.0f} s; artifacts and {out.name} in {out.parent}"
+    )
+    return 0
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from labkit import pretrain
 
@@ -129,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE", help="PPOConfig fields, e.g. batch_size=16")
     p.set_defaults(func=_ppo)
+
+    p = sub.add_parser("prepare", help="run the chapters headless so a class finds every artifact built")
+    p.add_argument("--preset", default=None, help="tiny, smol or hub:<id-or-path> (default: $LAB_PRESET or by device)")
+    p.add_argument("--chapters", nargs="*", default=None, metavar="NN", help="only these chapters, e.g. 03 04")
+    p.add_argument("--workdir", default=None, help="the chapters' folder (default: $LABKIT_WORKDIR or runs/chapters)")
+    p.add_argument("--notebooks", default=None, help=argparse.SUPPRESS)  # the tests run their own notebook
+    p.set_defaults(func=_prepare)
 
     p = sub.add_parser("pretrain", help="train the tiny model on the assistant world")
     p.add_argument("--out", default=None, help="output folder (default data/tiny-model)")

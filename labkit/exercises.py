@@ -110,6 +110,28 @@ def _temperature(logits, temperature):
     return torch.softmax(logits / temperature, dim=-1)
 
 
+def _ranking_pairs(ranks):
+    better = ranks[:, :, None] < ranks[:, None, :]  # [b, i, j]: reply i ranked above reply j
+    return better.sum(dim=(1, 2))
+
+
+def _kendall_tau(ranks_a, ranks_b):
+    n = ranks_a.shape[1]
+    da = torch.sign(ranks_a[:, :, None] - ranks_a[:, None, :])
+    db = torch.sign(ranks_b[:, :, None] - ranks_b[:, None, :])
+    return (da * db).sum(dim=(1, 2)) / (n * (n - 1))
+
+
+def _lora_params(d_in, d_out, r):
+    return r * (d_in + d_out)
+
+
+def _rankings(rng, ties: bool):
+    if ties:
+        return (torch.randint(1, 4, (6, 4), generator=rng),)
+    return tuple(torch.stack([torch.randperm(5, generator=rng) + 1 for _ in range(6)]) for _ in range(2))
+
+
 def _pairs(rng):
     return torch.randn(32, generator=rng) + 0.5, torch.randn(32, generator=rng)
 
@@ -151,6 +173,48 @@ EXERCISES: dict[str, Exercise] = {
             mistakes=(
                 ("multiplied by the temperature instead of dividing", lambda x, t: torch.softmax(x * t, dim=-1)),
                 ("took the softmax over the batch (dim=0)", lambda x, t: torch.softmax(x / t, dim=0)),
+            ),
+        ),
+        Exercise(
+            key="01.ranking_pairs",
+            task="Count the preference pairs a ranking gives: one (better, worse) pair for every two replies of "
+            "different rank; replies with the same rank (a tie) give none. Without ties that is n(n - 1) / 2.",
+            signature="def ranking_pairs(ranks):  # (B, n): each reply's rank, 1 = best, equal = tie",
+            hint="Compare every reply with every other: ranks[:, :, None] < ranks[:, None, :] is True where reply i "
+            "is ranked above reply j. Count the Trues per row.",
+            reference=_ranking_pairs,
+            inputs=lambda rng: _rankings(rng, ties=True),
+            solution="return (ranks[:, :, None] < ranks[:, None, :]).sum(dim=(1, 2))\n"
+            "# A ranking of 4 replies gives up to 6 pairs from one judgement: why InstructGPT ranked instead of\n"
+            "# comparing two replies at a time. The pairs of one ranking are not independent (chapter 02).",
+            mistakes=(
+                (
+                    "counted the ties as pairs too",
+                    lambda r: (r[:, :, None] <= r[:, None, :]).sum(dim=(1, 2)) - r.shape[1],
+                ),
+                ("counted each pair twice (i above j and j below i)", lambda r: 2 * _ranking_pairs(r)),
+            ),
+        ),
+        Exercise(
+            key="02.kendall_tau",
+            task="Write Kendall's tau between two labelers' rankings of the same n replies (no ties): "
+            "(concordant pairs - discordant pairs) / (n(n - 1) / 2).",
+            signature="def kendall_tau(ranks_a, ranks_b):  # (B, n) each: ranks 1..n, one row per item",
+            hint="A pair (i, j) is concordant when both labelers order it the same way: "
+            "sign(a_i - a_j) * sign(b_i - b_j) is +1, and -1 when discordant.",
+            reference=_kendall_tau,
+            inputs=lambda rng: _rankings(rng, ties=False),
+            solution="n = ranks_a.shape[1]\n"
+            "agree = torch.sign(ranks_a[:, :, None] - ranks_a[:, None, :]) * torch.sign(ranks_b[:, :, None] - "
+            "ranks_b[:, None, :])\n"
+            "return agree.sum(dim=(1, 2)) / (n * (n - 1))  # every pair counted twice, so n(n - 1), not n(n - 1) / 2\n"
+            "# 1: the same order; -1: reversed; near 0: unrelated.",
+            mistakes=(
+                (
+                    "counted every pair twice over n(n - 1) / 2: tau comes out doubled",
+                    lambda a, b: 2 * _kendall_tau(a, b),
+                ),
+                ("counted only the concordant pairs", lambda a, b: (_kendall_tau(a, b) + 1) / 2),
             ),
         ),
         Exercise(
@@ -311,6 +375,23 @@ EXERCISES: dict[str, Exercise] = {
                     "put beta outside the sigmoid",
                     lambda pc, pr, rc, rr, b: -b * F.logsigmoid((pc - rc) - (pr - rr)).mean(),
                 ),
+            ),
+        ),
+        Exercise(
+            key="08.lora_params",
+            task="Count the trainable parameters LoRA adds to one linear layer W (d_out x d_in): "
+            "W + B A with A (r x d_in) and B (d_out x r).",
+            signature="def lora_params(d_in, d_out, r):",
+            hint="A and B are the only trainable matrices; count their entries.",
+            reference=_lora_params,
+            inputs=lambda rng: (576, 1536, 8),
+            solution="return r * (d_in + d_out)\n"
+            "# Against d_in * d_out for the full layer: 16,896 vs 884,736 for SmolLM2's up-projection at r = 8.\n"
+            "# The optimizer's two moments scale with it; activations do not, which is why LoRA saves less than\n"
+            "# this ratio suggests (section 1).",
+            mistakes=(
+                ("counted the full layer d_in * d_out", lambda i, o, r: i * o),
+                ("counted only A (r * d_in)", lambda i, o, r: r * i),
             ),
         ),
         Exercise(

@@ -124,3 +124,19 @@ def test_bestofn_stage_reports_the_kl_with_ties(tiny_lm):
     assert 0.0 == metrics["kl_discrete"]
     assert pytest.approx(bestofn.bon_kl(2)) == metrics["kl_analytic"]
     assert [1.0, 1.0] == list(art["scores"])
+
+
+def test_pass_fail_kl_reaches_minus_log_p_only_for_large_n():
+    """A pass/fail reward's best-of-n KL is 0 at n = 1, under the bound, and -log P(pass) only in the limit;
+    it is what `bon_kl_discrete` gives for a pool with that pass rate."""
+    p = 0.3
+    assert bestofn.bon_kl_pass_fail(p, 1) == pytest.approx(0.0, abs=1e-12)
+    kls = [bestofn.bon_kl_pass_fail(p, n) for n in (1, 2, 4, 8, 64)]
+    assert kls == sorted(kls) and all(k <= bestofn.bon_kl(n) + 1e-12 for k, n in zip(kls, (1, 2, 4, 8, 64)))
+    assert bestofn.bon_kl_pass_fail(p, 2) < 0.5 * -math.log(p)
+    assert bestofn.bon_kl_pass_fail(p, 64) == pytest.approx(-math.log(p), rel=1e-6)
+    pool = [1.0] * 3 + [0.0] * 7
+    for n in (1, 2, 5):
+        assert bestofn.bon_kl_discrete(pool, n) == pytest.approx(bestofn.bon_kl_pass_fail(p, n), rel=1e-9)
+    with pytest.raises(ValueError, match="0 < p_pass <= 1"):
+        bestofn.bon_kl_pass_fail(0.0, 4)

@@ -1,6 +1,9 @@
 """The exercises check themselves: every worked solution passes its check, every known mistake is named,
 and an unfinished or broken answer gets feedback instead of an error."""
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -9,8 +12,14 @@ from labkit import exercises
 KEYS = list(exercises.EXERCISES)
 
 
-def test_every_chapter_with_a_key_equation_has_one():
-    assert {k.split(".")[0] for k in KEYS} >= {"00", "03", "04", "05", "06", "07"}
+def test_every_chapter_has_one_and_runs_its_checks():
+    """Each chapter has a fill-in-the-line exercise, and its last cell checks the learner's answers."""
+    chapters = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert {k.split(".")[0] for k in KEYS} == {p.name[:2] for p in chapters}
+    for path in chapters:
+        last = "".join(json.loads(path.read_text())["cells"][-1]["source"])
+        for key in (k for k in KEYS if k.startswith(path.name[:2])):
+            assert f'"{key}"' in last and "exercises.check(" in last, (path.name, key)
 
 
 @pytest.mark.parametrize("key", KEYS)

@@ -106,3 +106,40 @@ def test_the_learners_rankings_flow_from_chapter_01_to_06(tmp_path, monkeypatch)
     assert "'learner_items': 12" in printed["03_reward_models"]
     assert f"loaded from {tmp_path / '03' / 'reward_model'}" in printed["04_ppo"]
     assert "No rankings of yours" not in "".join(printed.values())
+
+
+def _notebook(path: Path, *sources: str) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in sources]
+    nbformat.write(nb, path)
+
+
+def test_prepare_runs_the_chapters_in_order_and_times_them(tmp_path, capsys, monkeypatch):
+    """`labkit prepare` runs each chapter in the chapters' folder, in order (a later one finds what an earlier
+    one saved), leaves the notebooks unchanged, and records the seconds of each in prepare.json."""
+    from labkit import cli
+
+    for name in ("LABKIT_WORKDIR", "LAB_PRESET", "MPLBACKEND"):  # prepare sets them: restored after the test
+        monkeypatch.setenv(name, "unset")  # records the value before, which teardown puts back
+        monkeypatch.delenv(name)
+
+    book, work = tmp_path / "book", tmp_path / "work"
+    book.mkdir()
+    save = "import os, pathlib\nfolder = pathlib.Path(os.environ['LABKIT_WORKDIR'])\n"
+    _notebook(book / "00_first.ipynb", save + "(folder / 'model.txt').write_text('trained')")
+    _notebook(
+        book / "01_second.ipynb", save + "assert (folder / 'model.txt').read_text() == 'trained'\nprint('loaded')"
+    )
+    before = {p.name: p.read_bytes() for p in book.iterdir()}
+    assert 0 == cli.main(["prepare", "--notebooks", str(book), "--workdir", str(work), "--preset", "tiny"])
+    assert before == {p.name: p.read_bytes() for p in book.iterdir()}
+    record = json.loads((work / "prepare.json").read_text())
+    assert list(record["seconds"]) == ["00_first", "01_second"] and record["preset"] == "tiny"
+    assert "labkit prepare" in record["command"]
+
+    _notebook(book / "02_broken.ipynb", "raise RuntimeError('no reward model here')")
+    assert 2 == cli.main(["prepare", "--notebooks", str(book), "--workdir", str(work), "--chapters", "02"])
+    err = capsys.readouterr().err
+    assert "02_broken.ipynb failed" in err and "--chapters 02" in err and "no reward model here" in err
+    assert 2 == cli.main(["prepare", "--notebooks", str(book), "--chapters", "09"])
+    assert "no chapter 09" in capsys.readouterr().err
