@@ -51,9 +51,14 @@ insults the user, is hostile, or gives dangerous advice. Still rank flagged repl
 """Default labelling guidelines (HTML), formatted with the criterion."""
 
 
+# Wrap long lines at spaces: JupyterLab's output area sets `word-break: break-all` on <pre>, which splits words.
+_PRE = "white-space:pre-wrap;word-break:normal;overflow-wrap:break-word"
+
+
 def ranks_to_groups(ids, ranks) -> tuple[tuple[str, ...], ...]:
-    """Ranks (1 = best, equal = tie, gaps allowed) -> groups of ids best first; ValueError on a missing rank."""
-    missing = [cid for cid, r in zip(ids, ranks) if r is None]
+    """Ranks (1 = best, equal = tie, gaps allowed) -> groups of ids best first; ValueError on a missing rank
+    (None, or the widget's "-", which is 0)."""
+    missing = [cid for cid, r in zip(ids, ranks) if not r]
     if missing:
         which = f"reply {missing[0]} has" if len(missing) == 1 else f"replies {', '.join(missing)} have"
         raise ValueError(f"give every reply a rank: {which} none")
@@ -152,12 +157,13 @@ class RankingWidget(widgets.VBox):
         texts = [str(t) for t in item_field(item, "completions")]
         self.prompt_html.value = (
             f"<b>Prompt</b> ({html.escape(str(item_field(item, 'item_id')))}):"
-            f"<pre style='white-space:pre-wrap'>{html.escape(str(item_field(item, 'prompt')))}</pre>"
+            f"<pre style='{_PRE}'>{html.escape(str(item_field(item, 'prompt')))}</pre>"
         )
-        options = [("-", None)] + [(str(r), r) for r in range(1, len(ids) + 1)]
+        # "-" is 0, not None: a Dropdown whose value is None shows an empty box in the browser.
+        options = [("-", 0)] + [(str(r), r) for r in range(1, len(ids) + 1)]
         rows, self.rank_controls, self.flag_controls = [], [], []
         for cid, text in zip(ids, texts):
-            old = next((g for g, group in enumerate(previous.ranking, 1) if cid in group), None) if previous else None
+            old = next((g for g, group in enumerate(previous.ranking, 1) if cid in group), 0) if previous else 0
             rank = widgets.Dropdown(
                 options=options, value=old, description="rank", layout=widgets.Layout(width="130px")
             )
@@ -170,9 +176,7 @@ class RankingWidget(widgets.VBox):
                 )
                 for f in FLAGS
             }
-            shown = widgets.HTML(
-                f"<b>Reply {html.escape(cid)}</b><pre style='white-space:pre-wrap'>{html.escape(text)}</pre>"
-            )
+            shown = widgets.HTML(f"<b>Reply {html.escape(cid)}</b><pre style='{_PRE}'>{html.escape(text)}</pre>")
             rows.append(widgets.VBox([shown, widgets.HBox([rank, *flags.values()])]))
             self.rank_controls.append(rank)
             self.flag_controls.append(flags)

@@ -43,8 +43,8 @@ def test_widget_shape_and_escaping(tmp_path):
     shown = " ".join(row.children[0].value for row in w.completions_box.children)
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in shown
     assert "<script>" not in shown
-    assert [None, None, None] == [c.value for c in w.rank_controls]
-    assert [1, 2, 3] == [v for _, v in w.rank_controls[0].options if v is not None]
+    assert [0, 0, 0] == [c.value for c in w.rank_controls]  # "-": no rank yet
+    assert [("-", 0), ("1", 1), ("2", 2), ("3", 3)] == list(w.rank_controls[0].options)
 
 
 def test_submit_by_clicks_writes_record(tmp_path):
@@ -88,7 +88,7 @@ def test_invalid_submit_shows_error_and_saves_nothing(tmp_path):
     """A rank left empty shows an error in the widget, writes nothing and stays on the item."""
     store = RankingStore(tmp_path / "r.jsonl")
     w = widgets.ranking_widget(make_items(), store, "ann")
-    set_ranks(w, [1, None, 2])
+    set_ranks(w, [1, 0, 2])  # "-" left on reply b
     w.submit_button.click()
     assert not store.path.exists()
     assert "Not saved" in w.status.value and "b" in w.status.value
@@ -107,7 +107,7 @@ def test_skip_undo_resume(tmp_path):
     assert 1 == len(store.read())
     w.undo_button.click()  # back to the skipped i2: nothing saved, empty ranks
     assert "i2" == w.current_item["item_id"]
-    assert [None, None] == [c.value for c in w.rank_controls]
+    assert [0, 0] == [c.value for c in w.rank_controls]
     w.undo_button.click()  # back to i1, showing what was saved
     assert "i1" == w.current_item.item_id
     assert [1, 2, 3] == [c.value for c in w.rank_controls]
@@ -164,3 +164,10 @@ def test_store_reads_per_click_do_not_grow_with_the_items(tmp_path, monkeypatch)
     assert per_click[3] == per_click[60] <= 1
     assert ({"i0", "i1", "i2"}, "i4") == (w.ranked, w.current_item.item_id)
     assert "3 of 60 ranked" in w.progress.value
+
+
+def test_replies_wrap_at_spaces_not_inside_words(tmp_path):
+    """JupyterLab's output area breaks <pre> text anywhere (`word-break: break-all`); the widget overrides it."""
+    w = widgets.ranking_widget(make_items(), RankingStore(tmp_path / "r.jsonl"), "ann")
+    shown = [w.prompt_html.value] + [row.children[0].value for row in w.completions_box.children]
+    assert all("word-break:normal" in html for html in shown)
