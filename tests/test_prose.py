@@ -250,3 +250,18 @@ def test_the_chapters_link_to_the_glossary():
     """Every chapter links to the glossary at least once, where a term it relies on first appears."""
     unlinked = [p.name for p in CHAPTERS if not any(GLOSSARY_LINK.search(text) for _, text in _markdown_cells(p))]
     assert [] == unlinked
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=lambda p: p.stem)
+def test_relative_links_and_images_resolve(path):
+    """Every relative link or image in a chapter's markdown (a figure, the glossary, another chapter) exists."""
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    targets = [
+        target.split("#")[0]
+        for cell in nb["cells"]
+        if cell["cell_type"] == "markdown"
+        for target in re.findall(r"\]\(([^)\s]+)\)", "".join(cell["source"]))
+        if not re.match(r"[a-z]+:", target) and not target.startswith("#")
+    ]
+    missing = [t for t in targets if t and not (path.parent / t).exists()]
+    assert [] == missing, f"{path.name} links to files that do not exist: {missing}"
