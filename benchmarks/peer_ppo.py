@@ -167,6 +167,9 @@ class RewardRecorder:
         self.calls: list[tuple[int, float]] = []  # (completions, mean score) per training batch
         self.times: list[float] = []  # seconds since start() at each call
         self.t0 = time.perf_counter()
+        # TRL's signature, reward_func(prompts, completions, **kwargs) -> list[float], plain or conversational;
+        # TRL logs each reward under its callable's __name__.
+        self.trl = rewards.for_trl(self.labkit, name="toxicity")
 
     def start(self) -> None:
         """Mark the start of training: `times` count from here."""
@@ -195,12 +198,6 @@ class RewardRecorder:
     # labkit's signature: reward_fn(prompts, responses) -> tensor (B,)
     def labkit(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
         return torch.as_tensor(self.score(responses), dtype=torch.float32)
-
-    # TRL's signature: reward_func(prompts, completions, **kwargs) -> list[float]; conversational
-    # completions arrive as [{"role": "assistant", "content": ...}].
-    def trl(self, prompts, completions, **kwargs) -> list[float]:
-        texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
-        return self.score(texts).tolist()
 
     @property
     def completions(self) -> int:
@@ -363,23 +360,14 @@ def _trl_trainer(method: str, cfg: BenchConfig, model, tokenizer, prompts, recor
     # Conversational prompts: TRL applies the tokenizer's chat template, as labkit's chat_prompts does.
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     cls = GRPOTrainer if method == "grpo" else RLOOTrainer
-    # TRL logs each reward under its callable's __name__
     return cls(
         model=model,
-        reward_funcs=[_named(recorder.trl, "toxicity")],
+        reward_funcs=[recorder.trl],
         args=trl_args(method, cfg, output_dir, steps),
         train_dataset=dataset,
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
     )
-
-
-def _named(fn, name: str):
-    def reward(prompts, completions, **kwargs):
-        return fn(prompts, completions, **kwargs)
-
-    reward.__name__ = name
-    return reward
 
 
 def run_trl(method: str, cfg: BenchConfig, model, tokenizer, prompts: Sequence[str], recorder: RewardRecorder):

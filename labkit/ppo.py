@@ -333,9 +333,10 @@ def _draw(logits: torch.Tensor, generator: torch.Generator | list[torch.Generato
     return (logits + gumbel).argmax(dim=-1)
 
 
-def _row_seed(seed: int, step: int, row: int) -> int:
-    """The seed of one reply's stream under sampling="per_prompt": a function of the run, the step and the row."""
-    return int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0])
+def _derived_seed(*keys: int) -> int:
+    """A seed that is a function of `keys` alone: (seed, process) for a process's stream, (seed, step, row) for
+    one reply's stream under sampling="per_prompt"."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
 
 
 def _check_processes(cfg: PPOConfig, procs: Processes) -> None:
@@ -459,9 +460,7 @@ class PPOTrainer:
             else FixedKLController(cfg.kl_coef)
         )
         # One sampling stream per process ("batch" sampling); process 0's is the one-process run's.
-        sample_seed = (
-            cfg.seed if procs.rank == 0 else int(np.random.SeedSequence([cfg.seed, procs.rank]).generate_state(1)[0])
-        )
+        sample_seed = cfg.seed if procs.rank == 0 else _derived_seed(cfg.seed, procs.rank)
         self.sample_rng = torch.Generator(self.device).manual_seed(sample_seed)
         self.shuffle_rng = torch.Generator().manual_seed(cfg.seed + 1)
         self.step_count = 0
@@ -497,7 +496,7 @@ class PPOTrainer:
         if self.cfg.sampling == "batch":
             return self.sample_rng
         return [
-            torch.Generator(self.device).manual_seed(_row_seed(self.cfg.seed, self.step_count, row))
+            torch.Generator(self.device).manual_seed(_derived_seed(self.cfg.seed, self.step_count, row))
             for row in range(rows.start, rows.stop)
         ]
 
