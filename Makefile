@@ -74,6 +74,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/memory.py
 	$(PY) benchmarks/guardrails.py
 	$(PY) benchmarks/distributed.py
+	$(PY) benchmarks/methods.py
+	$(PY) benchmarks/feedback_worth.py
 
 clean-venv:
 	rm -rf $(VENV)

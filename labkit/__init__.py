@@ -14,6 +14,7 @@ __all__ = [
     "cli",
     "config",
     "cost",
+    "decide",
     "dpo",
     "eval_plots",
     "evaluate",

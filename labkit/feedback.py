@@ -335,6 +335,8 @@ def pairs_per_hour(
         exact for two thumbs. Most prompts of a deployment get no thumb or one, so p_pair is often lower.
     Not counted either way: thumbs pairs are noisier (many users, no guideline) and biased toward the
     replies that provoke a click.
+    benchmarks/feedback_worth.py measures, at the same two time assumptions, the pairs simulated users
+    and labelers actually yield and the reward-model accuracy each buys (results/feedback_worth.json).
     """
     for name, value in (
         ("seconds_per_thumb", seconds_per_thumb),
