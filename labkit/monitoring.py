@@ -71,11 +71,11 @@ SHARES = ("toxic", "vague")
 
 EXAMPLE_SCHEDULE: dict[int, dict[str, float]] = {
     0: {"everyday": 0.95, "adversarial": 0.05},
-    600: {"everyday": 0.60, "adversarial": 0.40},
-    800: {"everyday": 0.45, "adversarial": 0.40, "new_topic": 0.15},
+    600: {"everyday": 0.45, "adversarial": 0.55},
+    800: {"everyday": 0.30, "adversarial": 0.55, "new_topic": 0.15},
 }
-"""A drifting mix for the chapter: adversarial prompts rise from 5% to 40% at request 600 and a topic
-the model never saw in training appears at request 800."""
+"""A drifting mix for the chapter: adversarial prompts rise from 5% to 55% at request 600 (say, a forum
+of hostile users finds the bot) and a topic the model never saw in training appears at request 800."""
 
 
 # -- the stream -----------------------------------------------------------------------------------
