@@ -39,16 +39,38 @@ def _execute(path: Path, workdir: Path, monkeypatch) -> nbformat.NotebookNode:
 
 @pytest.fixture(scope="module")
 def course_folder(tmp_path_factory):
-    """One chapters folder shared by the chapters of `test_notebook_runs`, as a learner's laptop has."""
-    return tmp_path_factory.mktemp("course")
+    """One chapters folder shared by the chapters of `test_notebook_runs`, as a learner's laptop has, holding
+    the ranking file a learner left in chapter 01 (`simulated_learner_file`)."""
+    folder = tmp_path_factory.mktemp("course")
+    (folder / "01").mkdir()
+    simulated_learner_file(folder / "01")
+    return folder
+
+
+LEARNER_ITEMS = 12
+"""Items the simulated learner ranked (`simulated_learner_file`'s default)."""
+
+
+def learner_flow(course: Path) -> dict[str, list[str]]:
+    """What each chapter prints when the learner's rankings flow downstream, chapter by chapter."""
+    return {
+        "02_agreement_and_pairs": [f"rankings of {LEARNER_ITEMS} items by learner"],
+        "03_reward_models": ["saved the model trained with your rankings", f"'learner_items': {LEARNER_ITEMS}"],
+        "04_ppo": [f"loaded from {course / '03' / 'reward_model'}"],
+    }
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_runs(path, course_folder, monkeypatch):
-    """The chapters execute top to bottom in order, in one folder, with the shipped rankings only (no file
-    of the learner's): each loads what an earlier chapter saved, as in a workshop."""
-    _execute(path, course_folder, monkeypatch)
+    """The chapters execute top to bottom in order, in one folder, as in a workshop: each loads what an
+    earlier chapter saved, and the rankings the learner made in chapter 01 reach the pairs (02), the reward
+    model (03) and the PPO run that loads it (04). Chapter 06 cold (`test_a_chapter_starts_cold`) covers
+    a folder with the shipped rankings only."""
+    printed = outputs_text(_execute(path, course_folder, monkeypatch))
+    for expected in learner_flow(course_folder).get(path.stem, []):
+        assert expected in printed, f"{path.stem} did not print {expected!r}: the learner's rankings were lost"
+    assert "No rankings of yours" not in printed
 
 
 @pytest.mark.slow
@@ -58,15 +80,6 @@ def test_a_chapter_starts_cold(tmp_path, monkeypatch):
     printed = outputs_text(nb)
     assert "trained on the shipped rankings" in printed
     assert "PPO policy trained" in printed
-
-
-LEARNER_CHAIN = (
-    "01_generate_and_rank",
-    "02_agreement_and_pairs",
-    "03_reward_models",
-    "04_ppo",
-    "06_toxicity_before_and_after",
-)
 
 
 def simulated_learner_file(folder: Path, num_items: int = 12) -> int:
@@ -91,21 +104,6 @@ def outputs_text(nb) -> str:
                 out.get("text", "") if out.get("output_type") == "stream" else out.get("data", {}).get("text/plain", "")
             )
     return "\n".join(parts)
-
-
-@pytest.mark.slow
-def test_the_learners_rankings_flow_from_chapter_01_to_06(tmp_path, monkeypatch):
-    """With a learner's ranking file, chapters 01-04 and 06 run in one folder and use it downstream."""
-    (tmp_path / "01").mkdir()
-    n = simulated_learner_file(tmp_path / "01")
-    printed = {}
-    for stem in LEARNER_CHAIN:
-        printed[stem] = outputs_text(_execute(NOTEBOOKS[0].parent / f"{stem}.ipynb", tmp_path, monkeypatch))
-    assert f"rankings of {n} items by learner" in printed["02_agreement_and_pairs"]
-    assert "saved the model trained with your rankings" in printed["03_reward_models"]
-    assert "'learner_items': 12" in printed["03_reward_models"]
-    assert f"loaded from {tmp_path / '03' / 'reward_model'}" in printed["04_ppo"]
-    assert "No rankings of yours" not in "".join(printed.values())
 
 
 def _notebook(path: Path, *sources: str) -> None:
