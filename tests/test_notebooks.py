@@ -65,7 +65,7 @@ def learner_flow(course: Path) -> dict[str, list[str]]:
 def test_notebook_runs(path, course_folder, monkeypatch):
     """The chapters execute top to bottom in order, in one folder, as in a workshop: each loads what an
     earlier chapter saved, and the rankings the learner made in chapter 01 reach the pairs (02), the reward
-    model (03) and the PPO run that loads it (04). Chapter 06 cold (`test_a_chapter_starts_cold`) covers
+    model (03) and the PPO run that loads it (04). The cold chapters (`test_a_chapter_starts_cold`) cover
     a folder with the shipped rankings only."""
     printed = outputs_text(_execute(path, course_folder, monkeypatch))
     for expected in learner_flow(course_folder).get(path.stem, []):
@@ -74,9 +74,11 @@ def test_notebook_runs(path, course_folder, monkeypatch):
 
 
 @pytest.mark.slow
-def test_a_chapter_starts_cold(tmp_path, monkeypatch):
-    """Chapter 06 alone in an empty folder trains the reward model and the PPO policy it needs, and runs."""
-    nb = _execute(NOTEBOOKS[0].parent / "06_toxicity_before_and_after.ipynb", tmp_path, monkeypatch)
+@pytest.mark.parametrize("stem", ["06_toxicity_before_and_after", "08_making_it_practical"])
+def test_a_chapter_starts_cold(stem, tmp_path, monkeypatch):
+    """A chapter alone in an empty folder, with the shipped rankings only, trains the reward model and the PPO
+    policy it needs, and runs."""
+    nb = _execute(NOTEBOOKS[0].parent / f"{stem}.ipynb", tmp_path, monkeypatch)
     printed = outputs_text(nb)
     assert "trained on the shipped rankings" in printed
     assert "PPO policy trained" in printed
