@@ -40,6 +40,7 @@ __all__ = [
     "ppo_plots",
     "presets",
     "pretrain",
+    "questions",
     "report",
     "reward_model",
     "rewards",

@@ -1,21 +1,34 @@
-"""Exercises that check themselves: the learner writes the missing line of a chapter's key equation,
-`check` runs it on a batch and compares it with labkit's own computation, and says right, close or
-wrong, and why. A worked solution stays hidden until `solution` is asked for.
+"""Exercises that check themselves, of two kinds, each with a hint and a worked solution that stays hidden
+until `solution` is asked for.
+
+`Exercise` (registry `EXERCISES`): the learner writes the missing line of a chapter's key equation, and
+`check` runs it on a batch, compares it with labkit's own computation, and says right, close or wrong, and why.
+
+`Question` (registry `QUESTIONS`): one per open-ended exercise of a chapter's "Exercises" block. The exercise
+asks for an experiment or a piece of reasoning; its question asks for the reasoning, as a choice of letters
+whose right answer rests on the repository (a docstring, the code, a benchmark result), and `check` answers
+with that choice's own explanation. `minutes_on_cpu` says how long the experiment runs on a laptop CPU.
 
     from labkit import exercises
     exercises.show("04.clipped_loss")           # the task and the function to fill in
     exercises.check("04.clipped_loss", my_fn)    # right / close / wrong, with the reason
     exercises.hint("04.clipped_loss")
     exercises.solution("04.clipped_loss")        # the worked answer, only when asked
+    exercises.show("04.lam")                    # a question: its choices, and how long the experiment runs
+    exercises.check("04.lam", my_letter)        # right / close / wrong, with that choice's explanation
 
 Each exercise has its known mistakes (a forgotten mean, a flipped sign, min for max): a learner who
 makes one is told which. `check` never raises on a wrong answer, so a chapter runs top to bottom
-with the exercise still open; a function that raises `NotImplementedError` is "not attempted yet".
+with the exercise still open; a function that raises `NotImplementedError` is "not attempted yet". The same
+holds for a question: any letter of its choices gets a verdict, and None or "" is "not attempted"; only a key
+that does not exist, or a letter that is not one of the choices, raises ValueError.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +37,20 @@ import torch
 import torch.nn.functional as F
 
 from labkit import ppo_math
+from labkit.questions import QUESTIONS, Question
 
-__all__ = ["EXERCISES", "Exercise", "Verdict", "check", "hint", "show", "solution", "solution_function"]
+__all__ = [
+    "EXERCISES",
+    "Exercise",
+    "QUESTIONS",
+    "Question",
+    "Verdict",
+    "check",
+    "hint",
+    "show",
+    "solution",
+    "solution_function",
+]
 
 
 @dataclass(frozen=True)
@@ -410,19 +435,45 @@ EXERCISES: dict[str, Exercise] = {
 }
 
 
-def _get(key: str) -> Exercise:
-    if key not in EXERCISES:
-        raise ValueError(f"no exercise {key!r}: the exercises are {', '.join(EXERCISES)}")
-    return EXERCISES[key]
+# Each question's right answer rests on the repository: the docstring, code or benchmark result its solution
+# names. minutes_on_cpu comes from notebooks/INSTRUCTOR.md's measured chapter timings (2-core CPU, "in order")
+# or from a benchmark JSON under benchmarks/results/, as the comment beside it says; 0 means no run.
+def _get(key: str) -> Exercise | Question:
+    if key in EXERCISES:
+        return EXERCISES[key]
+    if key in QUESTIONS:
+        return QUESTIONS[key]
+    raise ValueError(
+        f"no exercise {key!r}: the exercises are {', '.join(EXERCISES)}; the questions are {', '.join(QUESTIONS)}"
+    )
+
+
+def _run_time(minutes: float) -> str:
+    return f"about {minutes:g} min" if minutes >= 1 else "under a minute"
 
 
 def show(key: str) -> str:
-    """The task and the function to complete."""
+    """The task and the function to complete; for a question, its choices and how long its experiment runs."""
     ex = _get(key)
+    if isinstance(ex, Question):
+        return _show_question(ex)
     text = f"{ex.key}: {ex.task}\n\n{ex.signature}\n    ...  # your line(s) here"
     if ex.minutes_on_cpu:
         text += f"\n(runs for about {ex.minutes_on_cpu:g} min on a laptop CPU)"
     return text
+
+
+def _show_question(q: Question) -> str:
+    lines = [textwrap.fill(f"{q.key}: {q.question}", width=100), ""]
+    lines += [
+        textwrap.fill(text, width=100, initial_indent=f"  {letter}) ", subsequent_indent="     ")
+        for letter, (text, _) in q.choices.items()
+    ]
+    letters = f"the {len(q.right)} right letters in one string" if len(q.right) > 1 else "one letter"
+    lines += ["", f"Answer with {letters}: exercises.check({q.key!r}, ...)"]
+    if q.minutes_on_cpu:
+        lines.append(f"The experiment takes {_run_time(q.minutes_on_cpu)} on a laptop CPU.")
+    return "\n".join(lines)
 
 
 def hint(key: str) -> str:
@@ -447,10 +498,13 @@ def _short(t: torch.Tensor) -> str:
     return f"{t.item():.4f}" if t.numel() == 1 else f"{[round(x, 4) for x in t.flatten()[:3].tolist()]}..."
 
 
-def check(key: str, answer: Callable[..., Any], seed: int = 0) -> Verdict:
+def check(key: str, answer: Callable[..., Any] | str | None, seed: int = 0) -> Verdict:
     """Run `answer` on a batch and compare it with labkit's computation: right, close (a known mistake,
-    or within 5%), or wrong (with what came out against what was expected)."""
+    or within 5%), or wrong (with what came out against what was expected). For a question, `answer` is
+    its letter(s), e.g. "b" or "a, c": right, close or wrong, with the explanation of each letter given."""
     ex = _get(key)
+    if isinstance(ex, Question):
+        return _check_question(ex, answer)
     if not callable(answer):
         return Verdict(
             "wrong", f"pass the function itself, e.g. check({key!r}, my_function), not {type(answer).__name__}"
@@ -487,9 +541,53 @@ def check(key: str, answer: Callable[..., Any], seed: int = 0) -> Verdict:
     return Verdict("wrong", f"expected {_short(want_t)}, got {_short(got_t)}; `hint({key!r})` may help")
 
 
+def _letters(q: Question, answer: str) -> list[str]:
+    """The distinct letters of `answer` ("B", " a, c ", "(b)"), in the choices' order; ValueError if one is
+    not a choice."""
+    given = re.sub(r"[\s,;/&+()]", "", answer.lower())
+    if set(given) - set(q.choices):
+        *first, last = q.choices
+        raise ValueError(
+            f"{answer!r} is not a choice of {q.key}: answer with {', '.join(first)} or {last} "
+            f"(exercises.show({q.key!r}) lists the choices)"
+        )
+    return [letter for letter in q.choices if letter in given]
+
+
+def _check_question(q: Question, answer: Any) -> Verdict:
+    if answer is not None and not isinstance(answer, str):
+        raise ValueError(
+            f'{q.key} is a question: answer with its letter(s) as a string, check({q.key!r}, "<letter>"), '
+            f"not a {type(answer).__name__}"
+        )
+    picked = _letters(q, answer or "")
+    if not picked:
+        return Verdict("not attempted", f"pick a letter: exercises.show({q.key!r}) lists the choices")
+
+    def why(letters) -> str:
+        return " ".join(f"({letter}) {q.choices[letter][1]}" for letter in letters)
+
+    wrong = [letter for letter in picked if letter not in q.right and letter not in q.close]
+    if wrong:
+        return Verdict("wrong", f"{why(wrong)} `exercises.hint({q.key!r})` may help.")
+    if set(picked) == set(q.right):
+        return Verdict("right", why(picked))
+    missing = len(set(q.right) - set(picked))
+    partly = [letter for letter in picked if letter in q.close]
+    if partly and not missing:
+        note = f"Drop {', '.join(partly)}: only partly right."
+    elif partly:
+        note = "Partly right: another letter says it fully."
+    else:
+        note = "One more letter is right: which?" if missing == 1 else f"{missing} more letters are right."
+    return Verdict("close", f"{why(picked)} {note}")
+
+
 def solution_function(key: str) -> Callable[..., Any]:
     """The worked solution as a function (the suite checks every one of them with `check`)."""
     ex = _get(key)
+    if isinstance(ex, Question):
+        raise ValueError(f"{key} is a question, answered with letters: read its reasoning with solution({key!r})")
     header = ex.signature.split("#")[0].strip()
     body = "\n".join("    " + line for line in ex.solution.splitlines())
     namespace: dict[str, Any] = {"torch": torch, "F": F, "math": math}
