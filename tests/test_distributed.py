@@ -33,6 +33,9 @@ SETTINGS = [
 # agree to about 1e-5 relative. A wrong gradient breaks 1e-4 at the first step: unsynchronised gradients
 # move policy/clipfrac from 0.083 to 0.125, halved ones move loss/policy by 5e-3 relative (both tried).
 RTOL, ATOL = 1e-4, 1e-5
+CLIPFRAC_ATOL = 1 / 96
+"""A clip fraction counts tokens past a boundary: one token within rounding of it flips with the sum order (CI
+saw val/clipfrac 0.0052 = 1/192 against 0.0). Two tokens' worth; the broken gradients above move it 0.042."""
 BIN = Path(sys.executable).parent
 
 
@@ -78,7 +81,8 @@ def _assert_same_metrics(got: list[dict], want: list[dict]) -> None:
     for g, w in zip(got, want):
         assert g.keys() == w.keys()
         for key in w:
-            assert g[key] == pytest.approx(w[key], rel=RTOL, abs=ATOL), f"step {w['step']} {key}"
+            atol = CLIPFRAC_ATOL if key.endswith("clipfrac") else ATOL
+            assert g[key] == pytest.approx(w[key], rel=RTOL, abs=atol), f"step {w['step']} {key}"
 
 
 def _trained(out: Path) -> dict[str, torch.Tensor]:
