@@ -89,7 +89,9 @@ def test_lora_changes_adapters_not_base(tiny_tokenizer):
     """With LoRA only the adapters (and value head) move; every base weight stays identical."""
     model = peaky_lm(tiny_tokenizer)
     base_before = {k: v.clone() for k, v in model.state_dict().items()}
-    result = ppo.train(model, tiny_tokenizer, PROMPTS, token_reward(tiny_tokenizer), small_cfg())
+    # Reply length varies in every batch (one token of "the" need not turn up in three): the value head has targets.
+    by_length = lambda prompts, responses: torch.tensor([len(r) / 10 for r in responses])  # noqa: E731
+    result = ppo.train(model, tiny_tokenizer, PROMPTS, by_length, small_cfg())
     after = {
         k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in result.policy.state_dict().items()
     }
@@ -283,6 +285,45 @@ def test_sampler_top_p_and_seed(tiny_tokenizer):
     one = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(3))
     two = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(3))
     assert torch.equal(one, two)
+
+
+def test_sampler_draws_from_the_softmax_and_never_a_masked_token():
+    """Inverse transform sampling from one stream: frequencies follow softmax(logits); a token whose logit
+    is -inf (cut by top-p) has probability 0 and is never drawn, at either end of the vocabulary."""
+    logits = torch.tensor([[float("-inf"), 2.0, 1.0, 0.0, -1.0, float("-inf")]]).repeat(20000, 1)
+    drawn = ppo._draw(logits, torch.Generator().manual_seed(0))
+    counts = torch.bincount(drawn, minlength=6).float() / len(drawn)
+    torch.testing.assert_close(counts, torch.softmax(logits[0], -1), atol=0.01, rtol=0)
+    assert counts[0] == 0 and counts[5] == 0
+
+
+def test_sampler_states_are_a_forward_pass(tiny_tokenizer):
+    """with_states returns each sampled token's log-prob and the hidden state that chose it: what one forward
+    pass over prompt + reply gives (the rollout uses them instead of that pass), to float rounding."""
+    model = peaky_lm(tiny_tokenizer)
+    enc = tiny_tokenizer(
+        ["<s><|user|>Hi<|assistant|>", "<s><|user|>Tell me more<|assistant|>"],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+    )
+    args = (model, enc["input_ids"], enc["attention_mask"], 6, None, tiny_tokenizer.pad_token_id, 0.7)
+    ids, logprobs, hidden = ppo.sample_responses(*args, generator=torch.Generator().manual_seed(1), with_states=True)
+    assert torch.equal(ids, ppo.sample_responses(*args, generator=torch.Generator().manual_seed(1)))
+    full_ids = torch.cat([enc["input_ids"], ids], 1)
+    full_mask = torch.cat([enc["attention_mask"], torch.ones_like(ids)], 1)
+    with torch.no_grad():
+        out = model(
+            input_ids=full_ids,
+            attention_mask=full_mask,
+            position_ids=ppo.position_ids(full_mask),
+            output_hidden_states=True,
+        )
+    logits = out.logits[:, -7:-1] / 0.7
+    want = torch.log_softmax(logits, -1).gather(-1, ids[..., None]).squeeze(-1)
+    torch.testing.assert_close(logprobs, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(hidden, out.hidden_states[-1][:, -7:-1], atol=1e-4, rtol=1e-4)
 
 
 def test_ppo_stage_metrics_and_artifact(tiny_tokenizer, tmp_path):
