@@ -11,10 +11,12 @@ with its own defaults otherwise (transformers `generate`, one optimizer step per
 batch); only the settings a CPU run needs are changed (see `trl_args`).
 
 Measured per method: samples per second (completions scored / wall seconds of the training loop,
-generation included), the reward of the last few training batches, a fresh evaluation (k samples
-per held-out prompt from the trained policy, drawn by one shared sampler, scored by the same
-reward) and the KL to the reference on those samples, computed identically for all three:
-mean over sequences of sum_t log p_policy(y_t) - log p_ref(y_t), reference = adapters disabled.
+generation included), seconds per phase (generate; score, inside the shared reward function;
+forward, the rest of the rollout: log-probs, values, the reference; update), the reward of the last
+few training batches, a fresh evaluation (k samples per held-out prompt from the trained policy,
+drawn by one shared sampler, scored by the same reward) and the KL to the reference on those
+samples, computed identically for all three: mean over sequences of
+sum_t log p_policy(y_t) - log p_ref(y_t), reference = adapters disabled.
 
     .venv/bin/python benchmarks/peer_ppo.py                       # tiny model, 20 x 8 x 4
     .venv/bin/python benchmarks/peer_ppo.py --model random --steps 2 --methods labkit,grpo
@@ -166,17 +168,21 @@ class RewardRecorder:
         self.score_texts = score_texts
         self.calls: list[tuple[int, float]] = []  # (completions, mean score) per training batch
         self.times: list[float] = []  # seconds since start() at each call
+        self.score_s = 0.0  # seconds inside the reward function since start()
         self.t0 = time.perf_counter()
         # TRL's signature, reward_func(prompts, completions, **kwargs) -> list[float], plain or conversational;
         # TRL logs each reward under its callable's __name__.
         self.trl = rewards.for_trl(self.labkit, name="toxicity")
 
     def start(self) -> None:
-        """Mark the start of training: `times` count from here."""
+        """Mark the start of training: `times` and `score_s` count from here."""
         self.t0 = time.perf_counter()
+        self.score_s = 0.0
 
     def score(self, texts: list[str]) -> np.ndarray:
+        start = time.perf_counter()
         scores = np.asarray(self.score_texts([t.strip() for t in texts]), dtype=np.float64)
+        self.score_s += time.perf_counter() - start
         self.calls.append((len(texts), float(scores.mean())))
         self.times.append(time.perf_counter() - self.t0)
         return scores
@@ -278,6 +284,7 @@ def run_labkit(cfg: BenchConfig, model, tokenizer, prompts: Sequence[str], recor
         "setup_s": setup,
         "train_s": train_s,
         "generate_s": sum(m["time/generate"] for m in rows),
+        "score_s": recorder.score_s,
         "rollout_s": sum(m["time/rollout"] for m in rows),
         "update_s": sum(m["time/update"] for m in rows),
         "optimizer_steps": len(rows)
@@ -396,6 +403,7 @@ def run_trl(method: str, cfg: BenchConfig, model, tokenizer, prompts: Sequence[s
         "setup_s": setup,
         "train_s": train_s,
         "generate_s": totals.get("generate_s", 0.0),
+        "score_s": recorder.score_s,
         "rollout_s": totals.get("rollout_s", 0.0),
         "update_s": train_s - totals.get("rollout_s", 0.0),
         "optimizer_steps": trainer.state.global_step,
@@ -593,20 +601,23 @@ def run_benchmark(
 def markdown_table(results: dict) -> str:
     """The side-by-side table: one row per method, the untrained base model first."""
     head = (
-        "| method | completions | samples/s | wall s (train) | generate s | rollout s | update s | optimizer steps "
-        "| train reward (first -> last) | eval reward +- se | eval KL (nats/seq) | eval len |"
+        "| method | completions | samples/s | wall s (train) | generate s | score s | forward s | update s "
+        "| optimizer steps | train reward (first -> last) | eval reward +- se | eval KL (nats/seq) | eval len |"
     )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for name, r in results["rows"].items():
         if name == "base":
             lines.append(
-                f"| base (untrained) | - | - | - | - | - | - | - | - | {r['eval_reward']:.3f} +- "
+                f"| base (untrained) | - | - | - | - | - | - | - | - | - | {r['eval_reward']:.3f} +- "
                 f"{r['eval_reward_se']:.3f} | {r['eval_kl']:.3f} | {r['eval_len']:.1f} |"
             )
             continue
+        # forward: the rest of the rollout (log-probs, values, the reference; TRL: its reference and bookkeeping)
+        forward = r["rollout_s"] - r["generate_s"] - r["score_s"]
         lines.append(
             f"| {name} | {r['completions']} | {r['samples_per_s']:.1f} | {r['train_s']:.1f} | {r['generate_s']:.1f} | "
-            f"{r['rollout_s']:.1f} | {r['update_s']:.1f} | {r['optimizer_steps']} | {r['train_reward_first']:.3f} -> "
+            f"{r['score_s']:.1f} | {forward:.1f} | {r['update_s']:.1f} | {r['optimizer_steps']} | "
+            f"{r['train_reward_first']:.3f} -> "
             f"{r['train_reward_last']:.3f} | {r['eval_reward']:.3f} +- {r['eval_reward_se']:.3f} | "
             f"{r['eval_kl']:.3f} | "
             f"{r['eval_len']:.1f} |"

@@ -282,6 +282,7 @@ def test_table_reports_the_speed_ratio_and_the_reward_bar(peer):
         completions=64,
         train_s=2.0,
         generate_s=1.0,
+        score_s=0.25,
         rollout_s=1.5,
         update_s=0.5,
         optimizer_steps=8,
@@ -313,6 +314,7 @@ def test_table_reports_the_speed_ratio_and_the_reward_bar(peer):
     assert "labkit / grpo samples/s: 0.50x" in table
     assert "rloo / labkit seconds to that reward: 4.00x" in table
     assert "- grpo: not reached" in table
+    assert "| labkit | 64 | 32.0 | 2.0 | 1.0 | 0.2 | 0.2 | 0.5 | 8 |" in table  # generate, score, forward, update
 
 
 def test_unknown_method_is_named(peer):
