@@ -554,7 +554,7 @@ QUESTIONS: dict[str, Question] = {
             "move away from the reference, small ones little, and pays no bonus: different tokens are pushed. "
             "objective/kl is the k1 estimate in both runs (ppo.py, step 7), so compare the runs on it and on the "
             "held-out numbers of section 4.",
-            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 67-95 s (wall_seconds), plus section
+            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 62-67 s (wall_seconds), plus section
             # 4's held-out sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
             minutes_on_cpu=2,
         ),
@@ -595,7 +595,7 @@ QUESTIONS: dict[str, Question] = {
             "(PPOConfig.lam). The first tokens choose the style, so the shorter a reply, the more of the score "
             "reaches that choice: short vague replies win, and gold helpfulness falls. The tiny preset keeps "
             "gamma = lam = 1 for this reason (GLOSSARY.md, GAE).",
-            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 67-95 s (wall_seconds), plus section
+            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 62-67 s (wall_seconds), plus section
             # 4's held-out sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
             minutes_on_cpu=2,
         ),
@@ -673,7 +673,7 @@ QUESTIONS: dict[str, Question] = {
             "which put helpful replies above vague ones, so it also teaches tips. benchmarks/results/"
             "ppo_targets.json shows both: with the variant the rude share falls, a little less, and the gold "
             "helpfulness change's interval includes 0 on every seed; with the preference reward it is above 0.",
-            # benchmarks/results/ppo_targets.json: the variant's 60 PPO steps take 67-73 s (wall_seconds), plus
+            # benchmarks/results/ppo_targets.json: the variant's 60 PPO steps take 51-60 s (wall_seconds), plus
             # sections 2 and 4's sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
             minutes_on_cpu=2,
         ),
