@@ -29,6 +29,7 @@ import contextlib
 import cProfile
 import dataclasses
 import io
+import json
 import math
 import os
 import pstats
@@ -108,6 +109,8 @@ class BenchConfig:
     """torch intra-op threads."""
     profile: bool = False
     """Also cProfile one (warm) step of each method and save the top functions."""
+    labkit_set: dict = field(default_factory=dict)
+    """PPOConfig fields labkit runs with instead of the lab's own (`--set ppo_epochs=1`): a lever to measure."""
     extra: dict = field(default_factory=dict)
     """Free-form notes stored with the results."""
 
@@ -245,7 +248,7 @@ def timed(obj, name: str, totals: dict, key: str):
 
 def _ppo_config(cfg: BenchConfig, steps: int | None = None) -> ppo.PPOConfig:
     batch = cfg.completions_per_step
-    return ppo.PPOConfig(
+    shared = ppo.PPOConfig(
         learning_rate=cfg.learning_rate,
         batch_size=batch,
         mini_batch_size=16 if batch % 16 == 0 else batch,
@@ -264,6 +267,7 @@ def _ppo_config(cfg: BenchConfig, steps: int | None = None) -> ppo.PPOConfig:
         checkpoint_every=0,
         output_dir=None,
     )
+    return dataclasses.replace(shared, **cfg.labkit_set)
 
 
 def run_labkit(cfg: BenchConfig, model, tokenizer, prompts: Sequence[str], recorder: RewardRecorder):
@@ -664,6 +668,13 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--profile", action="store_true", help="cProfile one warm step of each method")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="labkit's PPOConfig fields (JSON values) instead of the lab's own, e.g. ppo_epochs=1",
+    )
     p.add_argument("--output", default=str(RESULTS_PATH))
     a = p.parse_args(argv)
     cfg = BenchConfig(
@@ -681,6 +692,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         seed=a.seed,
         threads=a.threads,
         profile=a.profile,
+        labkit_set={k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)},
     )
     cfg.extra["output"] = a.output
     return cfg

@@ -317,6 +317,14 @@ def test_table_reports_the_speed_ratio_and_the_reward_bar(peer):
     assert "| labkit | 64 | 32.0 | 2.0 | 1.0 | 0.2 | 0.2 | 0.5 | 8 |" in table  # generate, score, forward, update
 
 
+def test_set_changes_only_labkits_ppo_settings(peer):
+    """--set replaces PPOConfig fields for labkit (a lever to measure); the shared budget stays."""
+    cfg = peer.parse_args(["--set", "ppo_epochs=1", "mini_batch_size=8"])
+    changed, lab = peer._ppo_config(cfg), peer._ppo_config(peer.parse_args([]))
+    assert (changed.ppo_epochs, changed.mini_batch_size) == (1, 8) and (lab.ppo_epochs, lab.mini_batch_size) == (2, 16)
+    assert (changed.batch_size, changed.learning_rate) == (lab.batch_size, lab.learning_rate)
+
+
 def test_unknown_method_is_named(peer):
     with pytest.raises(ValueError, match="ppo2"):
         peer.run_benchmark(peer.BenchConfig(methods=("ppo2",)))
