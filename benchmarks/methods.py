@@ -27,6 +27,7 @@ import dataclasses
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,14 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--runs-dir", default="/tmp/runs/methods")
+    # A fresh folder by default: `labkit run` into a folder that holds a finished PPO run resumes it (no training)
+    parser.add_argument("--runs-dir", default=None, help="the main job's run folder (default: a new temporary one)")
     parser.add_argument("--serving-prompts", type=int, default=64)
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     started = time.time()
 
     # 1. the main job: every method trained and evaluated on the same held-out prompts
-    state = run.run(args.preset, out=args.runs_dir, seed=args.seed)
+    runs_dir = args.runs_dir or tempfile.mkdtemp(prefix="labkit_methods_")
+    state = run.run(args.preset, out=runs_dir, seed=args.seed)
     m, p = state.metrics, state.preset
     judge = m["evaluate.judge"]
     n = state.products["bestofn_n"]
