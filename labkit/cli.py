@@ -76,8 +76,16 @@ def _ppo(args: argparse.Namespace) -> int:
     _, metrics = ppo.ppo_stage(policy, tokenizer, prompts, reward, cfg, accelerator=accelerator)
     if accelerator.is_main_process:
         print(json.dumps(metrics, indent=1))
-    accelerator.end_training()
-    return 0
+    if accelerator.num_processes == 1:
+        accelerator.end_training()
+        return 0
+    # Every file is written and every line printed. Tearing gloo's connections down can abort the process
+    # whose peer closed first (pytorch/gloo#155, "barrier followed by context destruction"; CI saw a finished
+    # run exit with SIGABRT once): after one last barrier, each process leaves at once, without teardown.
+    accelerator.wait_for_everyone()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _prepare(args: argparse.Namespace) -> int:
