@@ -27,6 +27,7 @@ __all__ = [
     "library_versions",
     "provenance",
     "read_manifest",
+    "weights_hash",
     "write_json",
     "write_manifest",
 ]
@@ -71,6 +72,19 @@ def file_hash(path: str | Path) -> str:
     for f in files:
         digest.update(f.name.encode())
         digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def weights_hash(module) -> str:
+    """sha256 of a torch module's state: every tensor's name, dtype, shape and bytes, in name order.
+    Two modules with the same hash compute the same function; the weights are read, not copied to disk."""
+    import torch
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 

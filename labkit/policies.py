@@ -150,9 +150,19 @@ def ppo_policy(
     `base`: (model, tokenizer) to put the adapter on, default a fresh copy of the preset's model.
     """
     from labkit import ppo
+    from labkit.rewards import fingerprint
 
     start = time.perf_counter()
-    found = find_saved(_search(folders, save_to), "ppo")
+    search = _search(folders, save_to)
+    if reward is not None:  # a run trained against another reward (a reward model retrained since) is not this one
+        now = fingerprint(reward)
+        stale = [f for f in search if f is not None and ppo.trained_against_other(f, now)]
+        for folder in stale:
+            print(f"{folder} holds PPO against another reward than this one: not used", flush=True)
+        search = [f for f in search if f not in stale]
+        if save_to is not None and save_to not in search:
+            print(f"kept as {ppo.set_aside(save_to)}; training afresh into {save_to}", flush=True)
+    found = find_saved(search, "ppo")
     model, tokenizer = _base(preset, base)
     if found is not None:
         policy = load_adapter(model, found / ADAPTER_SUBFOLDER["ppo"])

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import random
 import time
@@ -64,11 +65,14 @@ __all__ = [
     "PPOResult",
     "PPOTrainer",
     "ValueHead",
+    "checkpoint_reward",
     "ppo_stage",
     "preset_config",
     "read_checkpoint_step",
     "sample_responses",
+    "set_aside",
     "train",
+    "trained_against_other",
 ]
 
 
@@ -740,6 +744,14 @@ class PPOTrainer:
             (callback.on_step if hasattr(callback, "on_step") else callback)(metrics, self.last_samples)
 
     # -- checkpoints ---------------------------------------------------------------------------
+    @functools.cached_property
+    def reward_identity(self) -> dict[str, str | None]:
+        """The reward's name and fingerprint (`rewards.fingerprint`; None for a plain function), recorded in
+        every checkpoint: a run resumes only against the reward it trained on."""
+        from labkit.rewards import fingerprint
+
+        return {"name": getattr(self.reward_fn, "name", None), "fingerprint": fingerprint(self.reward_fn)}
+
     @property
     def checkpoint_dir(self) -> Path | None:
         return self.output_dir / "checkpoint" if self.output_dir is not None else None
@@ -823,6 +835,7 @@ class PPOTrainer:
             "rng": rng_rest,
             "metrics": self.metrics,
             "config": dataclasses.asdict(self.cfg),
+            "reward": self.reward_identity,
         }
         with atomic_folder(self.checkpoint_dir) as tmp:
             save_file(weights, str(tmp / "weights.safetensors"))
@@ -872,6 +885,7 @@ class PPOTrainer:
                 f"checkpoint {path} was made with a different config ({diff}); use the same "
                 "settings to resume, or a new output_dir for a new run"
             )
+        _check_same_reward(path, state.get("reward"), self.reward_identity)
         written_by = int(state.get("processes", 1))
         if self.cfg.sampling == "batch" and written_by != self.procs.size:
             raise ValueError(
@@ -916,6 +930,43 @@ class PPOTrainer:
 _FORMAT = 2
 """Checkpoint layout version: 2 is safetensors + JSON (1 was a pickled state.pt, refused)."""
 _STATE_FILE = "state.json"
+
+
+def _check_same_reward(path: Path, saved: dict | None, now: dict) -> None:
+    """Refuse to resume a run against another reward than the one it trained on (a reward model retrained on
+    new rankings, say): the resumed policy would be the old reward's, reported as the new one's."""
+    if not saved or saved.get("fingerprint") is None or now["fingerprint"] is None:
+        return  # a checkpoint older than this record, or a plain function on either side: nothing to compare
+    if saved["fingerprint"] != now["fingerprint"]:
+        raise ValueError(
+            f"checkpoint {path} was trained against another reward than this run's: {saved.get('name')!r} "
+            f"({saved['fingerprint'][-12:]}) then, {now['name']!r} ({now['fingerprint'][-12:]}) now; a reward model "
+            "retrained on new rankings is another reward. Resuming would continue the old reward's policy. Use a "
+            "new output_dir to train against this reward (nothing was changed)"
+        )
+
+
+def checkpoint_reward(output_dir: str | Path) -> dict | None:
+    """The reward a run's checkpoint trained against ({"name", "fingerprint"}), read from JSON; None if the
+    folder holds no checkpoint or one written before labkit recorded it."""
+    path = Path(output_dir) / "checkpoint" / _STATE_FILE
+    return json.loads(path.read_text(encoding="utf-8")).get("reward") if path.is_file() else None
+
+
+def trained_against_other(output_dir: str | Path, fingerprint: str | None) -> bool:
+    """True when `output_dir` holds a checkpoint trained against a reward whose fingerprint is not `fingerprint`
+    (`rewards.fingerprint`); False when there is no checkpoint or either side is unknown."""
+    saved = checkpoint_reward(output_dir) or {}
+    return None not in (saved.get("fingerprint"), fingerprint) and saved["fingerprint"] != fingerprint
+
+
+def set_aside(folder: str | Path) -> Path:
+    """Rename `folder` to `<folder>.old-N` (the first N free) and return the new path: kept, out of the way."""
+    folder = Path(folder)
+    n = 1
+    while folder.with_name(f"{folder.name}.old-{n}").exists():
+        n += 1
+    return folder.rename(folder.with_name(f"{folder.name}.old-{n}"))
 
 
 def read_checkpoint_step(output_dir: str | Path) -> int:

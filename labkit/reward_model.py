@@ -300,6 +300,10 @@ class PreferenceReward(rewards.Reward):
         self.normalization = dict(normalization) if normalization else None
         self.name = name
 
+    def fingerprint(self) -> str:
+        norm = self.normalization or {}
+        return f"{super().fingerprint()}:{self.max_length}:{norm.get('mean')}:{norm.get('std')}"
+
     def raw(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """The model's own scores, before normalisation."""
         return score(

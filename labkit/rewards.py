@@ -39,6 +39,7 @@ __all__ = [
     "Reward",
     "ToxicityReward",
     "WeightedSum",
+    "fingerprint",
     "for_trl",
     "from_pretrained_or_explain",
     "make_reward",
@@ -71,8 +72,24 @@ class Reward:
             raise ValueError(f"{self.name}: score returned {scores.numel()} values for {len(responses)} responses")
         return scores
 
+    def fingerprint(self) -> str:
+        """What this reward computes, as a string: rewards with equal fingerprints score alike. The class,
+        the name and, for a reward wrapping a torch model (`.model`), a hash of its weights. A PPO
+        checkpoint records it, so a run resumes only against the reward it was trained on."""
+        parts = [type(self).__name__, self.name]
+        if isinstance(getattr(self, "model", None), torch.nn.Module):
+            from labkit.artifacts import weights_hash
+
+            parts.append(weights_hash(self.model))
+        return ":".join(parts)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def fingerprint(reward: Callable) -> str | None:
+    """`reward.fingerprint()` for a labkit `Reward`; None for a plain function, whose code cannot be compared."""
+    return reward.fingerprint() if isinstance(reward, Reward) else None
 
 
 def for_trl(reward: Callable, name: str | None = None) -> Callable:
@@ -111,6 +128,9 @@ class FunctionReward(Reward):
             raise ValueError(f"fn must be callable as fn(prompts, responses), got {type(fn).__name__}")
         self.fn, self.name = fn, name or getattr(fn, "__name__", "function")
 
+    def fingerprint(self) -> str:
+        return f"FunctionReward:{self.name}:{getattr(self.fn, '__module__', '')}.{getattr(self.fn, '__qualname__', '')}"
+
     def score(self, prompts, responses):
         out = self.fn(prompts, responses)
         return out.detach().float().cpu().numpy() if isinstance(out, torch.Tensor) else out
@@ -127,6 +147,13 @@ class WeightedSum(Reward):
             )
         self.rewards, self.weights = rewards, weights
         self.name = name or " + ".join(f"{w:g}*{getattr(r, 'name', 'reward')}" for r, w in zip(rewards, weights))
+
+    def fingerprint(self) -> str:
+        parts = [
+            f"{w:g}*{fingerprint(r) or getattr(r, '__qualname__', 'function')}"
+            for r, w in zip(self.rewards, self.weights)
+        ]
+        return "WeightedSum(" + ", ".join(parts) + ")"
 
     def components(self, prompts, responses) -> dict[str, torch.Tensor]:
         """Each component's unweighted scores, keyed by its name (for logging what PPO optimises)."""
@@ -198,6 +225,9 @@ class ToxicityReward(Reward):
         self.kind, self.threshold = kind, threshold
         self.name = name or f"nontoxic_{kind}"
         _profanity_check()  # fail now, not in the middle of PPO
+
+    def fingerprint(self) -> str:
+        return f"ToxicityReward:{self.name}:{self.kind}:{self.threshold:g}"
 
     def score(self, prompts, responses):
         if self.kind == "logit":
@@ -377,6 +407,9 @@ class HFClassifierReward(Reward):
         label = cfg.id2label.get(self.index, positive_label)
         label = positive_label if _norm(label) == "label0" else label
         self.name = name or f"{Path(str(model_name_or_path)).name}:{'' if self.sign > 0 else 'not '}{label}"
+
+    def fingerprint(self) -> str:
+        return f"{super().fingerprint()}:{self.kind}:{self.sign}:{self.include_prompt}:{self.max_length}"
 
     @torch.no_grad()
     def score(self, prompts, responses):

@@ -13,6 +13,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.pop("LAB_PRESET", None)  # tests choose their presets explicitly
 
+from labkit import rewards  # noqa: E402  (after the offline settings above)
+
 FIXTURE_TEXTS = [
     "How do I keep my basil plant alive? Water basil when the top inch of soil feels dry.",
     "What is a good way to sleep better? Keep the bedroom cool and dark.",
@@ -52,6 +54,21 @@ def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2):
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
+
+
+class LinearLengthReward(rewards.Reward):
+    """A reward with weights, as a reward model has: a random linear function of a reply's length. Two built
+    with the same seed are the same reward; another seed is another reward, as a retrained model is."""
+
+    name = "linear_length"
+
+    def __init__(self, seed: int = 0):
+        torch.manual_seed(seed)
+        self.model = torch.nn.Linear(1, 1)
+
+    @torch.no_grad()
+    def score(self, prompts, responses):
+        return self.model(torch.tensor([[len(r) / 50.0] for r in responses])).squeeze(-1)
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny_lm
+from conftest import LinearLengthReward, make_tiny_lm
 from datasets import Dataset, DatasetDict
 
-from labkit import dpo, policies, ppo, presets
+from labkit import dpo, policies, ppo, presets, rewards
 
 PROMPTS = ["How do I keep my basil plant alive?", "What is a good way to sleep better?"]
 
@@ -77,6 +77,33 @@ def test_ppo_policy_trains_once_then_loads_the_same_weights(tiny_tokenizer, tmp_
     with loaded.model.disable_adapter():  # the reference is the untouched base
         assert torch.allclose(_logits(make_tiny_lm(tok), tok), _logits(loaded.model, tok))
     assert "PPO policy loaded" in loaded.describe()
+
+
+def test_ppo_policy_does_not_load_a_run_trained_against_another_reward(tiny_tokenizer, tmp_path, capsys):
+    """A chapter's saved PPO run against a reward model retrained since is not used: a run against this reward
+    trains, and the old one is kept beside it."""
+    tok = tiny_tokenizer
+    cfg = ppo.PPOConfig(batch_size=4, mini_batch_size=2, max_new_tokens=8, total_steps=1, log_every=0)
+    preset = presets.load("tiny")
+
+    def call(reward):
+        return policies.ppo_policy(
+            preset,
+            [],
+            save_to=tmp_path / "ch06",
+            reward=reward,
+            prompts=PROMPTS,
+            config=cfg,
+            base=(make_tiny_lm(tok), tok),
+        )
+
+    assert "trained" == call(LinearLengthReward(0)).source
+    assert "loaded" == call(LinearLengthReward(0)).source
+    again = call(LinearLengthReward(1))
+    assert ("trained", tmp_path / "ch06") == (again.source, again.folder)
+    assert "against another reward than this one: not used" in capsys.readouterr().out
+    assert (tmp_path / "ch06.old-1" / "policy" / "adapter_config.json").is_file()
+    assert ppo.checkpoint_reward(tmp_path / "ch06")["fingerprint"] == rewards.fingerprint(LinearLengthReward(1))
 
 
 def test_dpo_policy_trains_once_then_loads_the_same_weights(tiny_tokenizer, tmp_path):

@@ -8,9 +8,9 @@ import math
 
 import pytest
 import torch
-from conftest import make_tiny_lm
+from conftest import LinearLengthReward, make_tiny_lm
 
-from labkit import ppo
+from labkit import ppo, rewards
 from labkit.models import sequence_logprobs
 from labkit.ppo import METRIC_DOCS, AdaptiveKLController, FixedKLController, PPOConfig, PPOTrainer
 
@@ -219,6 +219,37 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(tiny_tokenizer, tmp_path):
         )
     after = {p.name: p.read_bytes() for p in saved}
     assert before == after
+
+
+def test_a_checkpoint_resumes_only_against_the_reward_it_trained_on(tiny_tokenizer, tmp_path):
+    """A reward model retrained since (other weights) is refused with the way out, and nothing is changed; the
+    same weights in a new object resume; `labkit run`'s check and `set_aside` agree and keep the old run."""
+    out = tmp_path / "ppo"
+    ppo.train(
+        make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, LinearLengthReward(0), small_cfg(output_dir=str(out))
+    )
+    saved = [out / "metrics.jsonl", *sorted((out / "checkpoint").iterdir())]
+    before = {p.name: p.read_bytes() for p in saved}
+    assert ppo.checkpoint_reward(out)["name"] == "linear_length"
+    retrained = LinearLengthReward(1)
+    with pytest.raises(ValueError, match="trained against another reward.*new output_dir"):
+        ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, retrained, small_cfg(output_dir=str(out)))
+    assert before == {p.name: p.read_bytes() for p in saved}
+
+    same = ppo.train(
+        make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, LinearLengthReward(0), small_cfg(output_dir=str(out))
+    )
+    assert [1, 2, 3] == [row["step"] for row in same.metrics]  # resumed as finished: nothing to train
+    assert ppo.trained_against_other(out, rewards.fingerprint(retrained))
+    assert not ppo.trained_against_other(out, rewards.fingerprint(LinearLengthReward(0)))
+    assert not ppo.trained_against_other(out, rewards.fingerprint(lambda p, r: torch.zeros(len(r))))
+    assert not ppo.trained_against_other(tmp_path / "nothing", rewards.fingerprint(retrained))
+
+    aside = ppo.set_aside(out)
+    assert (aside.name, out.exists()) == ("ppo.old-1", False)
+    assert before == {p.name: (aside / p.relative_to(out)).read_bytes() for p in saved}
+    out.mkdir()
+    assert "ppo.old-2" == ppo.set_aside(out).name
 
 
 def test_bad_reward_shape_is_a_clear_error(tiny_tokenizer):

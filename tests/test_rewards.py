@@ -227,3 +227,28 @@ def test_for_trl_gives_trl_the_same_scores_for_plain_and_conversational_items():
         func(prompts=["q"], completions=[[{"role": "user", "content": "x"}]])
     with pytest.raises(ValueError, match="reward callable"):
         rewards.for_trl("toxicity")
+
+
+def test_fingerprint_tells_apart_what_scores_differently(tmp_path):
+    """Equal for the same weights and settings, loaded twice; different for other weights, another
+    normalisation, another threshold or kind, or another weight in a sum; None for a plain function."""
+    from labkit.reward_model import PreferenceReward
+
+    one, other = make_tiny_bert(tmp_path / "one", seed=1), make_tiny_bert(tmp_path / "other", seed=2)
+
+    def pref(folder, mean=0.0):
+        return PreferenceReward(folder, normalization={"mean": mean, "std": 1.0}, device="cpu")
+
+    assert pref(one).fingerprint() == pref(one).fingerprint()
+    fitted = pref(one, mean=0.1234567891)  # saved and loaded back, as a later chapter loads an earlier one's
+    assert fitted.fingerprint() == PreferenceReward(fitted.save(tmp_path / "saved"), device="cpu").fingerprint()
+    assert len({pref(one).fingerprint(), pref(other).fingerprint(), pref(one, mean=0.5).fingerprint()}) == 3
+    binary = rewards.ToxicityReward("binary")
+    assert binary.fingerprint() == rewards.ToxicityReward("binary").fingerprint()
+    assert binary.fingerprint() != rewards.ToxicityReward("binary", threshold=0.3).fingerprint()
+    assert binary.fingerprint() != rewards.ToxicityReward("prob", name=binary.name).fingerprint()
+    a = rewards.FunctionReward(lengths, name="len")
+    assert (
+        rewards.WeightedSum([a, binary], [1, 1]).fingerprint() != rewards.WeightedSum([a, binary], [1, 2]).fingerprint()
+    )
+    assert rewards.fingerprint(lengths) is None

@@ -89,6 +89,24 @@ def test_every_stage_runs_and_reports_its_keys(tmp_path):
     assert "ppo_toxicity" in report[: report.index("<h2>Model</h2>")]
 
 
+def test_rerun_after_the_reward_model_changed_trains_ppo_again_and_keeps_the_old_run(tmp_path, capsys):
+    """A rerun into the same folder resumes a finished PPO run against the same reward model (nothing to train),
+    but one against a reward model trained otherwise since (new rankings, other settings) is set aside and PPO
+    trains against the new one, instead of passing the old policy off as the new reward's."""
+    stages = ("generate", "labels", "pairs", "reward", "ppo")
+    run.run(small_preset(), tmp_path, stages=stages)
+    first = json.loads((tmp_path / "ppo" / "checkpoint" / "state.json").read_text())["reward"]["fingerprint"]
+    run.run(small_preset(), tmp_path, stages=stages)
+    assert not (tmp_path / "ppo.old-1").exists()  # the same data and seed train the same reward model
+    assert "trained against another reward" not in capsys.readouterr().out
+    run.run(small_preset(reward={**SMALL_STAGES["reward"], "learning_rate": 1e-3}), tmp_path, stages=stages)
+    assert "trained against another reward" in capsys.readouterr().out
+    state = json.loads((tmp_path / "ppo" / "checkpoint" / "state.json").read_text())
+    kept = json.loads((tmp_path / "ppo.old-1" / "checkpoint" / "state.json").read_text())
+    assert kept["reward"]["fingerprint"] == first != state["reward"]["fingerprint"]
+    assert [1, 2] == [row["step"] for row in state["metrics"]]
+
+
 def test_a_stage_without_its_input_names_the_stage_to_run(tmp_path):
     """pairs without labels fails with a message that names the labels stage; metrics so far are kept."""
     with pytest.raises(ValueError, match="'labels'"):
