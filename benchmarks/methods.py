@@ -60,20 +60,8 @@ def _from_result(result: evaluate.EvalResult, key: str, judge: str) -> dict:
 def prompted(state: run.RunState, cfg: evaluate.EvalConfig) -> evaluate.EvalResult:
     """The base model asked with `INSTRUCTION` in front; scored against the prompts as users wrote them."""
     prompts = state.eval_prompts
-    samples = generate.generate(
-        state.model,
-        state.tokenizer,
-        [INSTRUCTION + p.text for p in prompts],
-        n=cfg.k,
-        prompt_ids=[p.id for p in prompts],
-        temperature=cfg.temperature,
-        top_p=cfg.top_p,
-        max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.batch_size,
-        seed=cfg.seed,
-        progress=False,
-        prompting=cfg.prompting,
-    )
+    instructed = [INSTRUCTION + p.text for p in prompts]
+    samples = evaluate.sample(state.model, state.tokenizer, instructed, cfg, prompt_ids=[p.id for p in prompts])
     original = {p.id: p.text for p in prompts}
     samples = [dataclasses.replace(s, prompt=original[s.prompt_id]) for s in samples]
     return evaluate.evaluate_model(

@@ -29,7 +29,6 @@ import contextlib
 import cProfile
 import dataclasses
 import io
-import json
 import math
 import os
 import pstats
@@ -47,7 +46,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from labkit import artifacts, models, ppo, ppo_math, pretrain, rewards  # noqa: E402
+from labkit import artifacts, config, models, ppo, ppo_math, pretrain, rewards  # noqa: E402
 from labkit import tokenizer as bpe  # noqa: E402
 from labkit import world as world_mod  # noqa: E402
 
@@ -692,7 +691,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         seed=a.seed,
         threads=a.threads,
         profile=a.profile,
-        labkit_set={k: json.loads(v) for k, v in (item.split("=", 1) for item in a.set)},
+        labkit_set=config.parse_settings(a.set),
     )
     cfg.extra["output"] = a.output
     return cfg

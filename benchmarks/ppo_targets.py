@@ -32,7 +32,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from labkit import artifacts, evaluate, generate, hacking, models, pairs, ppo, presets, reward_model, rewards, shipped  # noqa: E402
+from labkit import (
+    artifacts,
+    config,
+    evaluate,
+    generate,
+    hacking,
+    models,
+    pairs,
+    ppo,
+    presets,
+    reward_model,
+    rewards,
+    shipped,
+)  # noqa: E402
 from labkit import world as world_mod  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ppo_targets.json"
@@ -130,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.set)}
+    overrides = config.parse_settings(args.set)
     preset = presets.load("tiny", num_eval_prompts=args.eval_prompts)
     world = world_mod.load()
     base, tokenizer = models.load_policy(preset)

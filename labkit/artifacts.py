@@ -24,6 +24,7 @@ __all__ = [
     "atomic_folder",
     "atomic_write",
     "file_hash",
+    "git_commit",
     "library_versions",
     "provenance",
     "read_manifest",
@@ -57,11 +58,30 @@ def provenance(script: str, argv: list[str] | None = None) -> dict[str, Any]:
     return {
         "command": " ".join([f"python {script}", *args]),
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "commit": git_commit(),
         "machine": platform.machine(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "versions": library_versions(),
     }
+
+
+def git_commit(folder: str | Path | None = None) -> str | None:
+    """The commit of the labkit checkout (`folder`, default the repository this file is in), with "+changes"
+    when tracked files differ from it; None outside a git checkout or without git."""
+    import subprocess
+
+    folder = Path(folder) if folder is not None else Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=folder, capture_output=True, text=True, timeout=30, check=True).stdout
+
+    try:
+        commit = git("rev-parse", "HEAD").strip()
+        changed = git("status", "--porcelain", "--untracked-files=no").strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{commit}+changes" if changed else commit
 
 
 def file_hash(path: str | Path) -> str:

@@ -6,13 +6,16 @@ what each stage calls to turn "auto" into a concrete device and dtype.
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["resolve_device", "resolve_dtype", "seed_everything"]
+__all__ = ["parse_settings", "resolve_device", "resolve_dtype", "seed_everything"]
 
 
 def resolve_device(device: str = "auto") -> str:
@@ -55,3 +58,18 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def parse_settings(items: Iterable[str]) -> dict[str, Any]:
+    """Command-line FIELD=VALUE settings (`--set kl_coef=0.2 lora=false`) as a dict: each value read as JSON
+    (numbers, true/false, null, lists), else kept as a string. A later FIELD wins."""
+    settings: dict[str, Any] = {}
+    for text in items:
+        field, sep, value = text.partition("=")
+        if not sep or not field:
+            raise ValueError(f"--set takes FIELD=VALUE (e.g. kl_coef=0.2), got {text!r}")
+        try:
+            settings[field] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[field] = value
+    return settings

@@ -50,6 +50,7 @@ __all__ = [
     "metrics_table",
     "perplexity",
     "preset_config",
+    "sample",
     "style_breakdown",
     "summarise",
     "to_flat_metrics",
@@ -432,6 +433,27 @@ def preset_config(preset, **overrides: Any) -> EvalConfig:
     return preset.stage_config("evaluate", EvalConfig, **values)
 
 
+def sample(model, tokenizer, prompts: Sequence, cfg: EvalConfig, **kwargs: Any) -> list:
+    """`cfg.k` replies per prompt drawn as evaluation draws them (`cfg`'s temperature, top-p, length, batch,
+    seed and prompting); `kwargs` go to `generate.generate` (e.g. `prompt_ids`)."""
+    from labkit import generate as gen
+
+    return gen.generate(
+        model,
+        tokenizer,
+        list(prompts),
+        n=cfg.k,
+        temperature=cfg.temperature,
+        top_p=cfg.top_p,
+        max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        progress=False,
+        prompting=cfg.prompting,
+        **kwargs,
+    )
+
+
 def evaluate_model(
     model,
     tokenizer,
@@ -449,7 +471,6 @@ def evaluate_model(
     `prompts`: strings or world `Prompt`s (their ids are kept). `reference=None` skips the KL.
     `ref_texts`: strings or (prompt, reply) pairs for perplexity; None skips it. `world`: the tiny
     world for gold utility and rude share; None skips them."""
-    from labkit import generate as gen
     from labkit.judge import load_judges
 
     cfg = cfg or EvalConfig()
@@ -457,19 +478,7 @@ def evaluate_model(
         raise ValueError("evaluate_model needs held-out prompts; got none")
     judge_objs = load_judges(tuple(cfg.judges))
     if samples is None:
-        samples = gen.generate(
-            model,
-            tokenizer,
-            list(prompts),
-            n=cfg.k,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            max_new_tokens=cfg.max_new_tokens,
-            batch_size=cfg.batch_size,
-            seed=cfg.seed,
-            progress=False,
-            prompting=cfg.prompting,
-        )
+        samples = sample(model, tokenizer, list(prompts), cfg)
     table = _score_table(samples, judge_objs, reward, world)
     if reference is not None:
         if cfg.temperature != 1.0 or cfg.top_p != 1.0:

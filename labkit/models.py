@@ -311,5 +311,6 @@ def sequence_logprobs(
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
     logits = out.logits[:, response_start - 1 : -1].float() / temperature  # (B, T_resp, V)
-    targets = input_ids[:, response_start:]
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    from labkit.ppo_math import token_logprobs
+
+    return token_logprobs(logits, input_ids[:, response_start:])

@@ -52,6 +52,7 @@ from labkit.ppo_math import (
     masked_mean,
     masked_whiten,
     policy_loss,
+    token_logprobs,
     top_p_filter,
     truncate_after_eos,
     value_loss,
@@ -321,7 +322,7 @@ def sample_responses(
         next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
         tokens.append(next_token)
         if with_states:
-            logprobs.append(torch.log_softmax(logits, dim=-1).gather(-1, next_token[:, None]).squeeze(-1))
+            logprobs.append(token_logprobs(logits, next_token))
             hidden.append(out.hidden_states[-1][:, -1])
         if eos_id is not None:
             finished |= next_token == eos_id
@@ -527,10 +528,6 @@ class PPOTrainer:
             for row in range(rows.start, rows.stop)
         ]
 
-    @staticmethod
-    def _logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-
     def _score(self, queries: list[str], responses: list[str]) -> torch.Tensor:
         scores = self.reward_fn(queries, responses)
         scores = torch.as_tensor(scores, dtype=torch.float32).detach().to(self.device)
@@ -605,10 +602,10 @@ class PPOTrainer:
                 rows = slice(s, min(s + cfg.mini_batch_size, mine.stop))
                 if not from_sampler:
                     logits, values = self._forward(b_input_ids[rows], b_attention[rows], T)
-                    b_logp.append(self._logprobs(logits, b_response[rows]))
+                    b_logp.append(token_logprobs(logits, b_response[rows]))
                     b_values.append(values)
                 ref_logits, _ = self._forward(b_input_ids[rows], b_attention[rows], T, reference=True)
-                b_ref_logp.append(self._logprobs(ref_logits, b_response[rows]))
+                b_ref_logp.append(token_logprobs(ref_logits, b_response[rows]))
             if from_sampler:  # this process's rows, padded to the batch's longest reply
                 _, my_logp, my_hidden = sampled
                 b_logp, b_values = [my_logp], [self.value_head(my_hidden).float()]
@@ -649,7 +646,7 @@ class PPOTrainer:
                     last_piece = k == pieces - 1
                     with contextlib.nullcontext() if last_piece else procs.no_sync(self.trainable_ddp):
                         logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
-                        mb_logp = self._logprobs(logits, b_response[mb])
+                        mb_logp = token_logprobs(logits, b_response[mb])
                         pg_loss, clipfrac, approxkl = policy_loss(
                             mb_logp, b_logp[mb], b_advantages[mb], mb_mask, cfg.clip_range
                         )

@@ -30,6 +30,7 @@ __all__ = [
     "masked_var",
     "masked_whiten",
     "policy_loss",
+    "token_logprobs",
     "top_p_filter",
     "truncate_after_eos",
     "value_loss",
@@ -142,6 +143,11 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
     """Entropy (nats) of softmax(logits) over the last dimension: logsumexp(z) - sum p * z."""
     probs = torch.softmax(logits, dim=-1)
     return torch.logsumexp(logits, dim=-1) - (probs * logits).sum(-1)
+
+
+def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """log softmax(logits)[token] at each position: logits (..., V) and tokens (...) give (...)."""
+    return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

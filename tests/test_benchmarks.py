@@ -177,6 +177,27 @@ def test_benchmark_records_the_shared_provenance(path):
     assert "artifacts.provenance(" in source and "artifacts.write_json(" in source
 
 
+def test_provenance_names_the_commit_and_marks_changes(tmp_path):
+    """The commit a result was made at, "+changes" when tracked files differ from it, None outside git."""
+    import subprocess
+
+    from labkit import artifacts
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
+
+    assert artifacts.git_commit(tmp_path) is None
+    git("init", "-q")
+    (tmp_path / "a.txt").write_text("one\n")
+    git("add", "a.txt")
+    git("commit", "-qm", "one")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert artifacts.git_commit(tmp_path) == head
+    (tmp_path / "a.txt").write_text("two\n")
+    assert artifacts.git_commit(tmp_path) == head + "+changes"
+    assert {"command", "date", "commit", "versions"} <= set(artifacts.provenance("benchmarks/x.py", []))
+
+
 @pytest.mark.parametrize("path", BENCHMARKS, ids=lambda path: path.name)
 def test_benchmark_names_exist_in_labkit(path):
     """Every `module.name` a benchmark reads from a labkit module is in that module's `__all__`: a renamed or

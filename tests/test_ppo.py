@@ -13,6 +13,7 @@ from conftest import LinearLengthReward, make_tiny_lm
 from labkit import ppo, rewards
 from labkit.models import sequence_logprobs
 from labkit.ppo import METRIC_DOCS, AdaptiveKLController, FixedKLController, PPOConfig, PPOTrainer
+from labkit.ppo_math import token_logprobs
 
 PROMPTS = ["How do I keep my basil plant alive?", "What is a good way to sleep better?", "Hi there"]
 TIMING_KEYS = {k for k in METRIC_DOCS if k.startswith("time/")} | {"samples_per_second"}
@@ -114,8 +115,8 @@ def test_reference_logprobs_are_the_base_model(tiny_tokenizer):
         ref_logits, _ = trainer._forward(ids, attn, 4, reference=True)
         policy_logits, _ = trainer._forward(ids, attn, 4)
         expected = sequence_logprobs(base, ids, attn, ids.shape[1] - 4)
-    assert torch.allclose(trainer._logprobs(ref_logits, ids[:, -4:]), expected, atol=1e-5)
-    assert not torch.allclose(trainer._logprobs(policy_logits, ids[:, -4:]), expected, atol=1e-3)
+    assert torch.allclose(token_logprobs(ref_logits, ids[:, -4:]), expected, atol=1e-5)
+    assert not torch.allclose(token_logprobs(policy_logits, ids[:, -4:]), expected, atol=1e-3)
 
 
 def test_large_kl_coef_keeps_kl_small(tiny_tokenizer):
