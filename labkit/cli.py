@@ -15,7 +15,6 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 __all__ = ["main"]
 
@@ -29,20 +28,9 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setting(text: str) -> tuple[str, Any]:
-    """FIELD=VALUE from the command line: the value as JSON (numbers, true/false), else as a string."""
-    field, sep, value = text.partition("=")
-    if not sep or not field:
-        raise ValueError(f"--set takes FIELD=VALUE (e.g. kl_coef=0.2), got {text!r}")
-    try:
-        return field, json.loads(value)
-    except json.JSONDecodeError:
-        return field, value
-
-
 def _ppo(args: argparse.Namespace) -> int:
     """PPO alone on the preset's training prompts; every process of `accelerate launch` runs this."""
-    from labkit import models, parallel, ppo, presets, rewards, worlds
+    from labkit import config, models, parallel, ppo, presets, rewards, worlds
 
     accelerator = parallel.make_accelerator()
     preset = presets.load(args.preset)
@@ -58,7 +46,7 @@ def _ppo(args: argparse.Namespace) -> int:
 
         preference = PreferenceReward(args.reward_model, device=str(accelerator.device))
     reward = rewards.make_reward(args.reward, world=world, preference=preference)
-    overrides = dict(_setting(item) for item in args.set)
+    overrides = config.parse_settings(args.set)
     overrides.setdefault("mixed_precision", accelerator.mixed_precision)
     if args.steps is not None:
         overrides["total_steps"] = args.steps
@@ -113,6 +101,13 @@ def _prepare(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no chapters (NN_name.ipynb) in {folder}")
     if args.workdir:
         os.environ["LABKIT_WORKDIR"] = str(Path(args.workdir).resolve())
+    if args.preset and presets.by_name(args.preset).world != "assistant":
+        raise ValueError(
+            f"labkit prepare --preset {args.preset}: the chapters are written and checked for the assistant world, "
+            f"and {args.preset} runs in the {presets.by_name(args.preset).world!r} world (chapter 04 would stop "
+            "after minutes of training); prepare them with tiny or hub:<folder>, and run "
+            f"`labkit run --preset {args.preset}` for the pipeline in its own world"
+        )
     if args.preset:
         os.environ["LAB_PRESET"] = args.preset
     os.environ["MPLBACKEND"] = "Agg"  # the kernels draw their figures without a screen

@@ -213,7 +213,19 @@ def load(name: str | None = None, **overrides: Any) -> Preset:
 
     `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter.
     """
-    preset = by_name(os.environ.get("LAB_PRESET") or name or default_name())
+    env = os.environ.get("LAB_PRESET")
+    preset = by_name(env or name or default_name())
+    if env and name and env != name and preset.world != by_name(name).world:
+        import warnings
+
+        warnings.warn(
+            f"LAB_PRESET={env} replaces the preset {name!r} asked for here, and its world is {preset.world!r}, "
+            f"not {by_name(name).world!r}. The chapters are written and checked for the tiny preset's assistant "
+            f"world: under {env} they put its model to the everyday questions, which SmolLM2 answers politely, "
+            "so a check that PPO removed rude replies fails (chapter 04). `labkit run --preset smol` runs the "
+            "pipeline in its own world; unset LAB_PRESET (or use hub:<folder>) for the chapters.",
+            stacklevel=2,
+        )
     return dataclasses.replace(preset, **overrides) if overrides else preset
 
 

@@ -143,3 +143,6 @@ def test_prepare_runs_the_chapters_in_order_and_times_them(tmp_path, capsys, mon
     assert "02_broken.ipynb failed" in err and "--chapters 02" in err and "no reward model here" in err
     assert 2 == cli.main(["prepare", "--notebooks", str(book), "--chapters", "09"])
     assert "no chapter 09" in capsys.readouterr().err
+    # the chapters are written for the assistant world: a preset of another world is refused before any runs
+    assert 2 == cli.main(["prepare", "--notebooks", str(book), "--workdir", str(tmp_path / "smol"), "--preset", "smol"])
+    assert "runs in the 'rtp' world" in capsys.readouterr().err and not (tmp_path / "smol").exists()

@@ -26,8 +26,8 @@ def test_unknown_preset_names_the_choices():
 
 def test_lab_preset_overrides(monkeypatch):
     """LAB_PRESET wins over the name a notebook passes."""
-    monkeypatch.setenv("LAB_PRESET", "smol")
-    assert "smol" == presets.load("tiny").name
+    monkeypatch.setenv("LAB_PRESET", "hub:./my-model")
+    assert "hub:./my-model" == presets.load("tiny").name
 
 
 def test_default_on_cpu_is_tiny(monkeypatch):
@@ -99,3 +99,27 @@ def test_every_preset_stage_override_names_real_fields():
         assert set(preset.stages) <= set(classes), name
         for stage in preset.stages:
             preset.stage_config(stage, classes[stage])
+
+
+def test_command_line_settings_read_values_as_json_else_text():
+    """--set FIELD=VALUE: numbers, booleans, null and lists typed; other text kept; a later FIELD wins; an item
+    without "=" names the form to use."""
+    from labkit.config import parse_settings
+
+    got = parse_settings(["kl_coef=0.2", "lora=false", "lora_target_modules=null", "sampling=per_prompt", "ns=[1,2]"])
+    assert got == {"kl_coef": 0.2, "lora": False, "lora_target_modules": None, "sampling": "per_prompt", "ns": [1, 2]}
+    assert parse_settings(["steps=1", "steps=3"]) == {"steps": 3}
+    with pytest.raises(ValueError, match="FIELD=VALUE.*'kl_coef'"):
+        parse_settings(["kl_coef"])
+
+
+def test_lab_preset_of_another_world_warns_where_a_chapter_asks_for_tiny(monkeypatch, recwarn):
+    """A chapter asks for "tiny" (assistant world); LAB_PRESET=smol (RealToxicityPrompts world) still wins, with
+    a warning that says what breaks and what to run instead. A hub model in the same world, or no name, is silent."""
+    monkeypatch.setenv("LAB_PRESET", "smol")
+    with pytest.warns(UserWarning, match="LAB_PRESET=smol replaces the preset 'tiny'.*labkit run --preset smol"):
+        assert "smol" == presets.load("tiny").name
+    for env, name in (("hub:./folder", "tiny"), ("smol", None), ("smol", "smol")):
+        monkeypatch.setenv("LAB_PRESET", env)
+        presets.load(name)
+    assert [] == [str(w.message) for w in recwarn]
