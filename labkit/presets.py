@@ -223,7 +223,7 @@ def load(name: str | None = None, **overrides: Any) -> Preset:
             f"not {by_name(name).world!r}. The chapters are written and checked for the tiny preset's assistant "
             f"world: under {env} they put its model to the everyday questions, which SmolLM2 answers politely, "
             "so a check that PPO removed rude replies fails (chapter 04). `labkit run --preset smol` runs the "
-            "pipeline in its own world; unset LAB_PRESET (or use hub:<folder>) for the chapters.",
+            "pipeline in its own world; unset LAB_PRESET for the chapters.",
             stacklevel=2,
         )
     return dataclasses.replace(preset, **overrides) if overrides else preset
