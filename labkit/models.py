@@ -24,6 +24,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from labkit import artifacts
+from labkit.ppo_math import token_logprobs
 from labkit.presets import DATA_DIR, Preset
 
 __all__ = [
@@ -311,6 +312,4 @@ def sequence_logprobs(
     """
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask))
     logits = out.logits[:, response_start - 1 : -1].float() / temperature  # (B, T_resp, V)
-    from labkit.ppo_math import token_logprobs
-
     return token_logprobs(logits, input_ids[:, response_start:])

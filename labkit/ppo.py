@@ -72,6 +72,7 @@ __all__ = [
     "read_checkpoint_step",
     "sample_responses",
     "set_aside",
+    "set_aside_if_other",
     "train",
     "trained_against_other",
 ]
@@ -932,15 +933,20 @@ _STATE_FILE = "state.json"
 def _check_same_reward(path: Path, saved: dict | None, now: dict) -> None:
     """Refuse to resume a run against another reward than the one it trained on (a reward model retrained on
     new rankings, say): the resumed policy would be the old reward's, reported as the new one's."""
-    if not saved or saved.get("fingerprint") is None or now["fingerprint"] is None:
-        return  # a checkpoint older than this record, or a plain function on either side: nothing to compare
-    if saved["fingerprint"] != now["fingerprint"]:
+    if _other_reward(saved, now["fingerprint"]):
         raise ValueError(
             f"checkpoint {path} was trained against another reward than this run's: {saved.get('name')!r} "
             f"({saved['fingerprint'][-12:]}) then, {now['name']!r} ({now['fingerprint'][-12:]}) now; a reward model "
             "retrained on new rankings is another reward. Resuming would continue the old reward's policy. Use a "
             "new output_dir to train against this reward (nothing was changed)"
         )
+
+
+def _other_reward(saved: dict | None, fingerprint: str | None) -> bool:
+    """A recorded reward whose fingerprint is not `fingerprint`; False when either is unknown (a checkpoint older
+    than the record, or a plain function on either side: nothing to compare)."""
+    recorded = (saved or {}).get("fingerprint")
+    return None not in (recorded, fingerprint) and recorded != fingerprint
 
 
 def checkpoint_reward(output_dir: str | Path) -> dict | None:
@@ -953,8 +959,7 @@ def checkpoint_reward(output_dir: str | Path) -> dict | None:
 def trained_against_other(output_dir: str | Path, fingerprint: str | None) -> bool:
     """True when `output_dir` holds a checkpoint trained against a reward whose fingerprint is not `fingerprint`
     (`rewards.fingerprint`); False when there is no checkpoint or either side is unknown."""
-    saved = checkpoint_reward(output_dir) or {}
-    return None not in (saved.get("fingerprint"), fingerprint) and saved["fingerprint"] != fingerprint
+    return _other_reward(checkpoint_reward(output_dir), fingerprint)
 
 
 def set_aside(folder: str | Path) -> Path:
@@ -964,6 +969,12 @@ def set_aside(folder: str | Path) -> Path:
     while folder.with_name(f"{folder.name}.old-{n}").exists():
         n += 1
     return folder.rename(folder.with_name(f"{folder.name}.old-{n}"))
+
+
+def set_aside_if_other(output_dir: str | Path, fingerprint: str | None) -> Path | None:
+    """`set_aside(output_dir)` when it holds a run trained against another reward (`trained_against_other`): it
+    would resume as finished and train nothing. The new path, or None when the run is this reward's."""
+    return set_aside(output_dir) if trained_against_other(output_dir, fingerprint) else None
 
 
 def read_checkpoint_step(output_dir: str | Path) -> int:
