@@ -160,9 +160,9 @@ def ppo_policy(
         for folder in stale:
             print(f"{folder} holds PPO against another reward than this one: not used", flush=True)
         search = [f for f in search if f not in stale]
-        aside = ppo.set_aside_if_other(save_to, now) if save_to is not None else None
-        if aside is not None:
-            print(f"kept as {aside}; training afresh into {save_to}", flush=True)
+        moved = ppo.set_aside_if_stale(save_to, now) if save_to is not None else None
+        if moved is not None:
+            print(f"kept as {moved[0]}; training afresh into {save_to}", flush=True)
     found = find_saved(search, "ppo")
     model, tokenizer = _base(preset, base)
     if found is not None:

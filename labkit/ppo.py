@@ -72,7 +72,7 @@ __all__ = [
     "read_checkpoint_step",
     "sample_responses",
     "set_aside",
-    "set_aside_if_other",
+    "set_aside_if_stale",
     "train",
     "trained_against_other",
 ]
@@ -864,21 +864,9 @@ class PPOTrainer:
             ) from err
         if state.get("format") != _FORMAT:
             raise ValueError(f"checkpoint {path} has format {state.get('format')!r}, this labkit reads {_FORMAT}")
-        # Free to change on resume: how long, how loud, and how a minibatch is cut into pieces.
-        free = {
-            "total_steps",
-            "log_every",
-            "sample_table_every",
-            "checkpoint_every",
-            "output_dir",
-            "gradient_accumulation_steps",
-        }
-        now = json.loads(json.dumps(dataclasses.asdict(self.cfg)))
-        # A field newer than the checkpoint had its default when the checkpoint was written.
-        saved = {**json.loads(json.dumps(dataclasses.asdict(PPOConfig()))), **state["config"]}
-        changed = sorted(k for k in now if k not in free and saved.get(k) != now[k])
+        changed = _config_changes(state["config"], self.cfg)
         if changed:
-            diff = ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed)
+            diff = ", ".join(changed)
             raise ValueError(
                 f"checkpoint {path} was made with a different config ({diff}); use the same "
                 "settings to resume, or a new output_dir for a new run"
@@ -942,6 +930,24 @@ def _check_same_reward(path: Path, saved: dict | None, now: dict) -> None:
         )
 
 
+_FREE_ON_RESUME = frozenset(
+    {"total_steps", "log_every", "sample_table_every", "checkpoint_every", "output_dir", "gradient_accumulation_steps"}
+)
+"""PPOConfig fields a resumed run may change: how long, how loud, and how a minibatch is cut into pieces."""
+
+
+def _config_changes(saved_config: dict, cfg: PPOConfig) -> list[str]:
+    """ "field: saved -> now" for each setting of `cfg` a checkpoint's config differs in (`_FREE_ON_RESUME` aside)."""
+    now = json.loads(json.dumps(dataclasses.asdict(cfg)))
+    # A field newer than the checkpoint had its default when the checkpoint was written.
+    saved = {**json.loads(json.dumps(dataclasses.asdict(PPOConfig()))), **saved_config}
+    return [
+        f"{k}: {saved.get(k)!r} -> {now[k]!r}"
+        for k in sorted(now)
+        if k not in _FREE_ON_RESUME and saved.get(k) != now[k]
+    ]
+
+
 def _other_reward(saved: dict | None, fingerprint: str | None) -> bool:
     """A recorded reward whose fingerprint is not `fingerprint`; False when either is unknown (a checkpoint older
     than the record, or a plain function on either side: nothing to compare)."""
@@ -971,10 +977,25 @@ def set_aside(folder: str | Path) -> Path:
     return folder.rename(folder.with_name(f"{folder.name}.old-{n}"))
 
 
-def set_aside_if_other(output_dir: str | Path, fingerprint: str | None) -> Path | None:
-    """`set_aside(output_dir)` when it holds a run trained against another reward (`trained_against_other`): it
-    would resume as finished and train nothing. The new path, or None when the run is this reward's."""
-    return set_aside(output_dir) if trained_against_other(output_dir, fingerprint) else None
+def set_aside_if_stale(output_dir: str | Path, fingerprint: str | None, cfg: PPOConfig | None = None):
+    """`set_aside(output_dir)` when it holds a run this one cannot resume: one trained against another reward
+    (`trained_against_other`), or, given `cfg`, with other settings than `cfg` (another seed, say; how long
+    and how loud aside). It would resume as finished and train nothing, or refuse to resume.
+    (new path, why) when set aside, else None; a checkpoint it cannot read is left for the trainer to report."""
+    path = Path(output_dir) / "checkpoint" / _STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+    if not isinstance(state, dict):
+        return None
+    if _other_reward(state.get("reward"), fingerprint):
+        why = "against another reward"
+    elif cfg is not None and isinstance(state.get("config"), dict) and _config_changes(state["config"], cfg):
+        why = f"with other settings ({', '.join(_config_changes(state['config'], cfg))})"
+    else:
+        return None
+    return set_aside(output_dir), why
 
 
 def read_checkpoint_step(output_dir: str | Path) -> int:

@@ -215,9 +215,9 @@ def _ppo_run(state: RunState, spec: str, stage: str) -> dict:
     p = state.preset
     cfg = ppo.preset_config(p, seed=p.seed_for(stage), output_dir=str(state.out / stage), log_every=10)
     reward = _reward(state, spec)
-    aside = ppo.set_aside_if_other(cfg.output_dir, rewards.fingerprint(reward))
-    if aside is not None:
-        print(f"  {cfg.output_dir} was trained against another reward: kept as {aside}, training afresh", flush=True)
+    moved = ppo.set_aside_if_stale(cfg.output_dir, rewards.fingerprint(reward), cfg)
+    if moved is not None:
+        print(f"  {cfg.output_dir} was trained {moved[1]}: kept as {moved[0]}, training afresh", flush=True)
     policy, _ = models.load_policy(p)  # a fresh copy: the base model stays untouched for the other methods
     prompts = [q.text for q in state.world.prompts("train")]
     print(f"  PPO against {spec!r}: {cfg.total_steps} steps of {cfg.batch_size} replies", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -251,6 +252,24 @@ def test_a_checkpoint_resumes_only_against_the_reward_it_trained_on(tiny_tokeniz
     assert before == {p.name: (aside / p.relative_to(out)).read_bytes() for p in saved}
     out.mkdir()
     assert "ppo.old-2" == ppo.set_aside(out).name
+
+
+def test_a_run_of_other_settings_or_another_reward_is_set_aside_and_an_unreadable_one_left(tiny_tokenizer, tmp_path):
+    """`set_aside_if_stale` moves a run it could not resume (another reward, another seed) and says why; a longer
+    run of the same settings resumes, so it stays; a damaged checkpoint stays for the trainer to report."""
+    out = tmp_path / "ppo"
+    cfg = small_cfg(output_dir=str(out))
+    ppo.train(make_tiny_lm(tiny_tokenizer), tiny_tokenizer, PROMPTS, LinearLengthReward(0), cfg)
+    same = rewards.fingerprint(LinearLengthReward(0))
+    assert ppo.set_aside_if_stale(out, same, dataclasses.replace(cfg, total_steps=9, log_every=2)) is None
+    assert ppo.set_aside_if_stale(out, same) is None and out.is_dir()
+    moved, why = ppo.set_aside_if_stale(out, same, dataclasses.replace(cfg, seed=1))
+    assert (moved.name, why, out.exists()) == ("ppo.old-1", "with other settings (seed: 0 -> 1)", False)
+    moved, why = ppo.set_aside_if_stale(moved, rewards.fingerprint(LinearLengthReward(1)), cfg)
+    assert (moved.name, why) == ("ppo.old-1.old-1", "against another reward")
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.json").write_text("{not json")
+    assert ppo.set_aside_if_stale(out, same, dataclasses.replace(cfg, seed=1)) is None and out.is_dir()
 
 
 def test_bad_reward_shape_is_a_clear_error(tiny_tokenizer):

@@ -92,7 +92,8 @@ def test_every_stage_runs_and_reports_its_keys(tmp_path):
 def test_rerun_after_the_reward_model_changed_trains_ppo_again_and_keeps_the_old_run(tmp_path, capsys):
     """A rerun into the same folder resumes a finished PPO run against the same reward model (nothing to train),
     but one against a reward model trained otherwise since (new rankings, other settings) is set aside and PPO
-    trains against the new one, instead of passing the old policy off as the new reward's."""
+    trains against the new one, instead of passing the old policy off as the new reward's; so is a run of other
+    PPO settings."""
     stages = ("generate", "labels", "pairs", "reward", "ppo")
     run.run(small_preset(), tmp_path, stages=stages)
     first = json.loads((tmp_path / "ppo" / "checkpoint" / "state.json").read_text())["reward"]["fingerprint"]
@@ -105,6 +106,16 @@ def test_rerun_after_the_reward_model_changed_trains_ppo_again_and_keeps_the_old
     kept = json.loads((tmp_path / "ppo.old-1" / "checkpoint" / "state.json").read_text())
     assert kept["reward"]["fingerprint"] == first != state["reward"]["fingerprint"]
     assert [1, 2] == [row["step"] for row in state["metrics"]]
+
+    # other PPO settings against the same reward model: set aside before PPO, not refused after every stage reran
+    retrained = {**SMALL_STAGES["reward"], "learning_rate": 1e-3}
+    run.run(small_preset(reward=retrained, ppo={**SMALL_STAGES["ppo"], "kl_coef": 0.3}), tmp_path, stages=stages)
+    assert "was trained with other settings (kl_coef: 0.1 -> 0.3)" in capsys.readouterr().out
+    kl_coefs = [
+        json.loads((tmp_path / f / "checkpoint" / "state.json").read_text())["config"]["kl_coef"]
+        for f in ("ppo.old-2", "ppo")
+    ]
+    assert [0.1, 0.3] == kl_coefs
 
 
 def test_a_stage_without_its_input_names_the_stage_to_run(tmp_path):
