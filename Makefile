@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/distributed.py
 	$(PY) benchmarks/methods.py
 	$(PY) benchmarks/feedback_worth.py
+	$(PY) benchmarks/exercises.py
 
 clean-venv:
 	rm -rf $(VENV)

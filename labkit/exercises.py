@@ -436,8 +436,8 @@ EXERCISES: dict[str, Exercise] = {
 
 
 # Each question's right answer rests on the repository: the docstring, code or benchmark result its solution
-# names. minutes_on_cpu comes from notebooks/INSTRUCTOR.md's measured chapter timings (2-core CPU, "in order")
-# or from a benchmark JSON under benchmarks/results/, as the comment beside it says; 0 means no run.
+# names. minutes_on_cpu is the experiment's time measured in its chapter by benchmarks/exercises.py (2-core CPU,
+# benchmarks/results/exercises.json; tests/test_exercises.py checks they agree); 0 means no run.
 def _get(key: str) -> Exercise | Question:
     if key in EXERCISES:
         return EXERCISES[key]

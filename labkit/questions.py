@@ -433,9 +433,8 @@ QUESTIONS: dict[str, Question] = {
             "says more. The chapter's filter splits row['labeler'] at commas because build_pairs merges identical "
             "pairs and joins their labelers (labkit/pairs.py, rule 5): an == test would keep only the pairs one "
             "labeler gave alone.",
-            # benchmarks/results/reward_model.json: 54 s to train on all 2,924 train pairs; each of these two
-            # trainings sees one labeler's pairs, fewer.
-            minutes_on_cpu=2,
+            # benchmarks/results/exercises.json: 159 s, measured in the chapter by benchmarks/exercises.py
+            minutes_on_cpu=3,
         ),
         Question(
             key="03.hack_by_hand",
@@ -554,8 +553,7 @@ QUESTIONS: dict[str, Question] = {
             "move away from the reference, small ones little, and pays no bonus: different tokens are pushed. "
             "objective/kl is the k1 estimate in both runs (ppo.py, step 7), so compare the runs on it and on the "
             "held-out numbers of section 4.",
-            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 62-67 s (wall_seconds), plus section
-            # 4's held-out sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
+            # benchmarks/results/exercises.json: 94 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(
@@ -595,8 +593,7 @@ QUESTIONS: dict[str, Question] = {
             "(PPOConfig.lam). The first tokens choose the style, so the shorter a reply, the more of the score "
             "reaches that choice: short vague replies win, and gold helpfulness falls. The tiny preset keeps "
             "gamma = lam = 1 for this reason (GLOSSARY.md, GAE).",
-            # benchmarks/results/ppo_targets.json: the preset's 60 PPO steps take 62-67 s (wall_seconds), plus section
-            # 4's held-out sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
+            # benchmarks/results/exercises.json: 92 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(
@@ -673,8 +670,7 @@ QUESTIONS: dict[str, Question] = {
             "which put helpful replies above vague ones, so it also teaches tips. benchmarks/results/"
             "ppo_targets.json shows both: with the variant the rude share falls, a little less, and the gold "
             "helpfulness change's interval includes 0 on every seed; with the preference reward it is above 0.",
-            # benchmarks/results/ppo_targets.json: the variant's 60 PPO steps take 51-60 s (wall_seconds), plus
-            # sections 2 and 4's sampling; INSTRUCTOR.md: chapter 04 runs whole in 132 s in order.
+            # benchmarks/results/exercises.json: 69 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(
@@ -713,9 +709,7 @@ QUESTIONS: dict[str, Question] = {
             "out before proxy and gold part: the peak moves to a larger KL, and usually higher. That is Gao et "
             "al.'s finding for larger reward models trained on more data (GLOSSARY.md, Reward over-optimisation); "
             "the fall does not go away.",
-            # benchmarks/results/reward_hacking.json: chapter 05's 100-step PPO runs take 98 s each on average
-            # (mean_wall_seconds); the exercise reruns two of them plus the proxy (seconds). INSTRUCTOR.md: chapter
-            # 05 runs whole in 318 s in order.
+            # benchmarks/results/exercises.json: 192 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=4,
         ),
         Question(
@@ -753,8 +747,7 @@ QUESTIONS: dict[str, Question] = {
             "there: gold helpfulness (and relevance) fall, and the replies turn vague (Preset.variant_reward's "
             "docstring names this). 1 - P(toxic) saturates at 1: among clean replies its differences are tiny, so "
             "once the policy is clean it has little left to chase; whitening makes that signal weak, not silent.",
-            # benchmarks/results/reward_hacking.json: chapter 05's 100-step PPO runs take 98 s each on average
-            # (mean_wall_seconds); this is one of them.
+            # benchmarks/results/exercises.json: 73 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(
@@ -793,8 +786,7 @@ QUESTIONS: dict[str, Question] = {
             "reach of the beta that holds 1 nat; otherwise it overshoots, or stays low, until beta catches up "
             "(chapter 05, section 5, traces it for three horizons). Gold holds as long as the KL stays where proxy "
             "and gold still agree: the target is a guess of that point.",
-            # benchmarks/results/reward_hacking.json: chapter 05's 100-step PPO runs take 98 s each on average
-            # (mean_wall_seconds); this is one of them.
+            # benchmarks/results/exercises.json: 77 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(
@@ -832,9 +824,8 @@ QUESTIONS: dict[str, Question] = {
             "the gap between base and PPO shows whose worst case is worse. The toxic share is a per-reply average, "
             "the same in expectation at any k. That is why RealToxicityPrompts fixes k (25 in the paper) and the "
             "lab compares only at the same k.",
-            # INSTRUCTOR.md: chapter 06 runs whole in 50 s in order, evaluating both policies at the tiny preset's
-            # k = 4 (evaluate.preset_config); k = 16 samples four times as many replies: at most four times that.
-            minutes_on_cpu=3,
+            # benchmarks/results/exercises.json: 110 s, measured in the chapter by benchmarks/exercises.py
+            minutes_on_cpu=2,
         ),
         Question(
             key="06.judges_disagree",
@@ -914,8 +905,8 @@ QUESTIONS: dict[str, Question] = {
             "that wanted good news would put first the classifier its policy was trained against: measured by its "
             "own reward, whatever it learnt that lowers that score, reward hacking included, reads as success "
             "(chapter 06, section 1; GLOSSARY.md, Goodhart's law).",
-            # INSTRUCTOR.md: chapter 06 runs whole in 50 s in order, mostly evaluating both policies; this redoes that.
-            minutes_on_cpu=1,
+            # benchmarks/results/exercises.json: 28 s, measured in the chapter by benchmarks/exercises.py
+            minutes_on_cpu=0.5,
         ),
         Question(
             key="07.bon_n16",
@@ -952,8 +943,7 @@ QUESTIONS: dict[str, Question] = {
             "below PPO's with a lower toxic share and a higher gold utility (one seed), and serves each reply about "
             "ten times slower, because it samples and scores 8 replies per answer. KL is the common currency of "
             "the comparison, not a promise of equal results (chapter 07, section 5).",
-            # benchmarks/results/methods.json: best-of-8 serves a reply in 156 ms (serving_ms_per_reply); n = 16
-            # doubles the pool behind the chapter's 144 prompts x 4 winners: about 2 x 576 x 0.156 s.
+            # benchmarks/results/exercises.json: 139 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=3,
         ),
         Question(
@@ -992,9 +982,8 @@ QUESTIONS: dict[str, Question] = {
             "pull the log-ratios opposite ways and spend the policy's movement (its KL) on noise. The consensus "
             "pairs (pairs.consensus_records) give one vote per item, so each pair points the way the labelers "
             "agree on average: fewer pairs, less contradiction.",
-            # benchmarks/results/methods.json: DPO trains in 38 s on all labelers' pairs (training_seconds); the
-            # consensus pairs are fewer; plus one evaluation (INSTRUCTOR.md: chapter 07 runs whole in 191 s).
-            minutes_on_cpu=1,
+            # benchmarks/results/exercises.json: 57 s, measured in the chapter by benchmarks/exercises.py
+            minutes_on_cpu=0.9,
         ),
         Question(
             key="07.bon_by_gold",
@@ -1026,8 +1015,7 @@ QUESTIONS: dict[str, Question] = {
             "deployed because gold is the tiny world's truth, which real traffic does not come with (GLOSSARY.md, "
             "Gold utility); a deployed best-of-N picks by a proxy, the preference reward model, and inherits its "
             "blind spots.",
-            # benchmarks/results/methods.json: best-of-8 serves a reply in 156 ms (serving_ms_per_reply): the
-            # chapter's 576 winners take about 1.5 min per reward, plus the evaluation.
+            # benchmarks/results/exercises.json: 113 s, measured in the chapter by benchmarks/exercises.py
             minutes_on_cpu=2,
         ),
         Question(

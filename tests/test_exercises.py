@@ -219,6 +219,30 @@ def test_a_long_run_says_its_minutes_in_the_chapter(path):
         assert (key, expected) == (key, re.findall(r"a run of about `(\S+) min` on a laptop CPU", text))
 
 
+EXERCISE_TIMES = NOTEBOOKS.parent / "benchmarks" / "results" / "exercises.json"
+
+
+def stated_minutes(seconds: float) -> float:
+    """The minutes a question states for an experiment measured at `seconds`: whole minutes, rounded up, from one
+    minute on; tenths of a minute below (shown as "under a minute")."""
+    return math.ceil(seconds / 60) if seconds >= 60 else round(seconds / 60, 1)
+
+
+def test_stated_minutes_rounds_up_to_whole_minutes():
+    assert (0.5, 1, 2, 3) == (stated_minutes(30), stated_minutes(60), stated_minutes(61), stated_minutes(179))
+
+
+def test_every_long_run_states_the_minutes_benchmarks_exercises_measured():
+    """The experiments `benchmarks/exercises.py` times in their chapters are exactly the questions that state a run
+    of a minute or more, and each states its measured time (`stated_minutes`): no minutes are estimated."""
+    measured = json.loads(EXERCISE_TIMES.read_text())["seconds"]
+    long_runs = {key for key, q in exercises.QUESTIONS.items() if q.minutes_on_cpu >= 1}
+    assert long_runs <= set(measured), sorted(long_runs - set(measured))
+    assert {key: stated_minutes(s) for key, s in measured.items()} == {
+        key: exercises.QUESTIONS[key].minutes_on_cpu for key in measured
+    }
+
+
 # -- The right answers hold: what the solutions claim about labkit, checked on labkit -------------------------------
 
 
