@@ -977,7 +977,9 @@ def set_aside(folder: str | Path) -> Path:
     return folder.rename(folder.with_name(f"{folder.name}.old-{n}"))
 
 
-def set_aside_if_stale(output_dir: str | Path, fingerprint: str | None, cfg: PPOConfig | None = None):
+def set_aside_if_stale(
+    output_dir: str | Path, fingerprint: str | None, cfg: PPOConfig | None = None
+) -> tuple[Path, str] | None:
     """`set_aside(output_dir)` when it holds a run this one cannot resume: one trained against another reward
     (`trained_against_other`), or, given `cfg`, with other settings than `cfg` (another seed, say; how long
     and how loud aside). It would resume as finished and train nothing, or refuse to resume.
@@ -989,10 +991,12 @@ def set_aside_if_stale(output_dir: str | Path, fingerprint: str | None, cfg: PPO
         return None
     if not isinstance(state, dict):
         return None
+    saved_config = state.get("config")
+    changes = _config_changes(saved_config, cfg) if cfg is not None and isinstance(saved_config, dict) else []
     if _other_reward(state.get("reward"), fingerprint):
         why = "against another reward"
-    elif cfg is not None and isinstance(state.get("config"), dict) and _config_changes(state["config"], cfg):
-        why = f"with other settings ({', '.join(_config_changes(state['config'], cfg))})"
+    elif changes:
+        why = f"with other settings ({', '.join(changes)})"
     else:
         return None
     return set_aside(output_dir), why
