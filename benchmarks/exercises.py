@@ -6,7 +6,7 @@ run in the same kernel, written as a learner would write them from the exercise'
 each in a cell of its own, timed alone. What an exercise asks to compare is computed too (an evaluation,
 a table), since a learner waits for it as well.
 
-    .venv/bin/python benchmarks/exercises.py                    # chapters 03-07, about 40 minutes
+    .venv/bin/python benchmarks/exercises.py                    # chapters 03-07: 33 minutes here (2026-12-01)
     .venv/bin/python benchmarks/exercises.py --chapters 03 06   # those chapters' exercises only
 
 Writes benchmarks/results/exercises.json: `seconds` per exercise key, each chapter's own seconds, and
