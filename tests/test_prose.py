@@ -60,7 +60,6 @@ ALLOWED = {
         ("(P(toxic) >= 0.5)", "the definition of a toxic sample (`evaluate`'s threshold)"),
         ("the 0.5 threshold", "the same definition, drawn in the histograms"),
         ("0.5 means no difference", "the definition of a win rate's no-difference point"),
-        ("win rates toward 0.5", "the same no-difference point"),
     ],
     "07": [
         ("0.19 nats at n = 2", "the value of the formula log n - (n - 1) / n just above, not a measurement"),
