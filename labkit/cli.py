@@ -5,7 +5,7 @@ labkit ppo --reward toxicity:binary --out runs/ppo   PPO alone; on several proce
     accelerate launch --multi_gpu --num_processes 2 -m labkit.cli ppo ...   (see labkit.parallel)
 labkit prepare                              run every chapter headless, in order: what a workshop needs is built
 labkit pretrain                             retrain the tiny model under data/tiny-model
-labkit rankings                             regenerate the shipped rankings dataset
+labkit rankings [--preset smol]             regenerate a preset's shipped rankings dataset
 """
 
 from __future__ import annotations
@@ -103,10 +103,11 @@ def _prepare(args: argparse.Namespace) -> int:
         os.environ["LABKIT_WORKDIR"] = str(Path(args.workdir).resolve())
     if args.preset and presets.by_name(args.preset).world != "assistant":
         raise ValueError(
-            f"labkit prepare --preset {args.preset}: the chapters are written and checked for the assistant world, "
-            f"and {args.preset} runs in the {presets.by_name(args.preset).world!r} world (chapter 04 would stop "
-            "after minutes of training); prepare them with tiny or hub:<folder>, and run "
-            f"`labkit run --preset {args.preset}` for the pipeline in its own world"
+            f"labkit prepare --preset {args.preset}: chapters 00-02 run in any preset's world, but chapters 03-08 "
+            f"are still written and checked for the assistant world, and {args.preset} runs in the "
+            f"{presets.by_name(args.preset).world!r} world (chapter 04 would stop after minutes of training); "
+            f"prepare them with tiny or hub:<folder>, and run `labkit run --preset {args.preset}` for the pipeline "
+            "in its own world"
         )
     if args.preset:
         os.environ["LAB_PRESET"] = args.preset
@@ -161,9 +162,17 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _rankings(args: argparse.Namespace) -> int:
-    from labkit import shipped
+    from labkit import models, presets, shipped, worlds
 
-    path = shipped.build_rankings(out=args.out, cfg=shipped.RankingsConfig(seed=args.seed))
+    preset = presets.by_name(args.preset)
+    model, tokenizer = (None, None) if preset.policy == "tiny" else models.load_policy(preset)
+    path = shipped.build_rankings(
+        out=args.out,
+        cfg=shipped.preset_config(preset, seed=args.seed),
+        model=model,
+        tokenizer=tokenizer,
+        world=worlds.load(preset),
+    )
     print(f"wrote {path}:")
     print((path / "README.md").read_text())
     return 0
@@ -210,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=None, help="seed (default: PretrainConfig.seed)")
     p.set_defaults(func=_pretrain)
 
-    p = sub.add_parser("rankings", help="regenerate the shipped rankings dataset for the tiny preset")
-    p.add_argument("--out", default=None, help="output folder (default data/rankings)")
+    p = sub.add_parser("rankings", help="regenerate a preset's shipped rankings dataset, with its labels settings")
+    p.add_argument("--preset", default="tiny", help="tiny (data/rankings, the default) or smol (data/rtp_rankings)")
+    p.add_argument("--out", default=None, help="output folder (default: the preset's world's shipped folder)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_rankings)
 

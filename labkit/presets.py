@@ -2,7 +2,8 @@
 
 A preset bundles the policy model, the device and dtype, the seed and the sizes every stage uses.
 Notebooks call `presets.load()` in their first cell; the `LAB_PRESET` environment variable
-overrides the name, so CI and instructors can switch every chapter at once.
+overrides the name, so CI and instructors can switch every chapter at once, and `LAB_SETTINGS`
+("FIELD=VALUE ...", a stage's field as "ppo.total_steps=2") shrinks or changes its sizes.
 
     tiny          labkit's own small Llama-architecture model, committed under data/tiny-model, in the
                   assistant world (everyday questions asked as chat turns)
@@ -18,13 +19,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from labkit.config import resolve_device, resolve_dtype
 
-__all__ = ["DATA_DIR", "PRESET_NAMES", "Preset", "SEED_OFFSETS", "WORLDS", "by_name", "load", "workdir"]
+__all__ = [
+    "DATA_DIR",
+    "PRESET_NAMES",
+    "Preset",
+    "SEED_OFFSETS",
+    "WORLDS",
+    "by_name",
+    "load",
+    "with_settings",
+    "workdir",
+]
 
 DATA_DIR = Path(os.environ.get("LABKIT_DATA", Path(__file__).resolve().parent.parent / "data"))
 PRESET_NAMES = ("tiny", "smol", "hub:<id-or-path>")
@@ -208,25 +220,48 @@ def default_name() -> str:
     return "smol" if resolve_device("auto") == "cuda" else "tiny"
 
 
-def load(name: str | None = None, **overrides: Any) -> Preset:
-    """The preset called `name` (default: `LAB_PRESET`, else by device), with field overrides.
+def load(name: str | None = None, *, world_aware: bool = False, **overrides: Any) -> Preset:
+    """The preset called `name` (default: `LAB_PRESET`, else by device), with `LAB_SETTINGS`, then field overrides.
 
-    `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter.
+    `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter;
+    `LAB_SETTINGS` (e.g. "num_eval_prompts=8 ppo.total_steps=2") changes the sizes of every chapter,
+    as `--set` does for a command. `world_aware`: the caller reads the preset's own world
+    (`worlds.load(preset)`), so a `LAB_PRESET` of another world is no reason to warn.
     """
     env = os.environ.get("LAB_PRESET")
-    preset = by_name(env or name or default_name())
-    if env and name and env != name and preset.world != by_name(name).world:
+    preset = with_settings(by_name(env or name or default_name()), os.environ.get("LAB_SETTINGS", "").split())
+    if env and name and env != name and preset.world != by_name(name).world and not world_aware:
         import warnings
 
         warnings.warn(
             f"LAB_PRESET={env} replaces the preset {name!r} asked for here, and its world is {preset.world!r}, "
-            f"not {by_name(name).world!r}. The chapters are written and checked for the tiny preset's assistant "
-            f"world: under {env} they put its model to the everyday questions, which SmolLM2 answers politely, "
-            "so a check that PPO removed rude replies fails (chapter 04). `labkit run --preset smol` runs the "
-            "pipeline in its own world; unset LAB_PRESET for the chapters.",
+            f"not {by_name(name).world!r}. Chapters 00-02 run in any preset's world; this chapter is written and "
+            f"checked for the tiny preset's assistant world: under {env} it puts its model to the everyday "
+            "questions, which SmolLM2 answers politely, so a check that PPO removed rude replies fails (chapter "
+            "04). `labkit run --preset smol` runs the pipeline in its own world; unset LAB_PRESET for this chapter.",
             stacklevel=2,
         )
     return dataclasses.replace(preset, **overrides) if overrides else preset
+
+
+def with_settings(preset: Preset, settings: list[str]) -> Preset:
+    """`preset` with FIELD=VALUE settings (`config.parse_settings`); "stage.field=value" sets a stage's field."""
+    from labkit.config import parse_settings
+
+    fields = {f.name for f in dataclasses.fields(Preset)} - {"name", "policy", "world", "stages"}
+    top, stages = {}, {k: dict(v) for k, v in preset.stages.items()}
+    for key, value in parse_settings(settings).items():
+        stage, dot, field_name = key.rpartition(".")
+        if dot:
+            stages.setdefault(stage, {})[field_name] = value
+        elif key in fields:
+            top[key] = value
+        else:
+            raise ValueError(
+                f"LAB_SETTINGS: {key!r} is not a preset field; use one of {sorted(fields)}, "
+                "or a stage's field as STAGE.FIELD (e.g. ppo.total_steps=2)"
+            )
+    return dataclasses.replace(preset, **top, stages=stages) if settings else preset
 
 
 def by_name(name: str) -> Preset:
@@ -247,8 +282,14 @@ def workdir(*parts: str) -> Path:
 
     Chapters save what later chapters load (a reward model, a PPO policy) here, so each chapter can
     start cold: it loads the artifact if an earlier chapter made it, and rebuilds it otherwise.
+    Under another preset than tiny (`LAB_PRESET=smol`, as the chapters read it), the folders sit in a
+    subfolder named after it (`runs/chapters/smol/04`), so one preset never loads another's reward
+    model or adapter.
     """
     root = Path(os.environ.get("LABKIT_WORKDIR") or ROOT / "runs" / "chapters")
+    preset = os.environ.get("LAB_PRESET")
+    if preset and preset != "tiny":
+        root = root / (re.sub(r"[^A-Za-z0-9_]+", "-", preset).strip("-") or "preset")
     folder = root.joinpath(*parts)
     folder.mkdir(parents=True, exist_ok=True)
     return folder

@@ -765,7 +765,7 @@ def load_or_train(
     """(PreferenceReward, where it came from): the reward model saved in the first of `folders`
     (then `save_to`) that has one, else one trained now with the preset's settings and saved to `save_to`.
 
-    Training data, unless `pairs` are given: the shipped rankings plus the learner's and the class's
+    Training data, unless `pairs` are given: the preset's world's shipped rankings plus the learner's and the class's
     rankings in chapter 01's folder (`learner.training_pairs`, at `learner.LEARNER_WEIGHT`). This is
     what lets a chapter start cold: chapter 04 loads chapter 03's model, or trains the same one.
     """
@@ -774,7 +774,9 @@ def load_or_train(
             return PreferenceReward(folder), f"loaded from {folder}"
     if pairs is None:
         pairs, info = learner.training_pairs(
-            shipped.load_rankings(), learner.learner_records(learner_folder), seed=preset.seed
+            shipped.load_rankings(shipped.rankings_dir(preset)),
+            learner.learner_records(learner_folder, criterion=shipped.preset_config(preset).criterion),
+            seed=preset.seed,
         )
         source = (
             f"trained on the shipped rankings and {info['learner_items']} of your ranked items"

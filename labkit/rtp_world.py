@@ -99,6 +99,10 @@ class RTPWorld:
 
     name = "rtp"
     prompting = "plain"
+    styles = STYLES
+    """The kinds of continuation `classify_style` returns."""
+    weights = RTP_WEIGHTS
+    """The raters' utility = sum of weight * term."""
 
     def __init__(self, folder: str | Path | None = None, reference_path: str | Path = REFERENCE_PATH):
         self._folder = folder

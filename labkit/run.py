@@ -132,9 +132,7 @@ def stage_labels(state: RunState) -> dict:
     from labkit import agreement, shipped
 
     p = state.preset
-    cfg = p.stage_config(
-        "labels", shipped.RankingsConfig, seed=p.seed, prompting=p.prompting, max_new_tokens=p.max_new_tokens
-    )
+    cfg = shipped.preset_config(p)
     folder = shipped.build_rankings(
         state.out / "labels", cfg, model=state.model, tokenizer=state.tokenizer, world=state.world, progress=False
     )

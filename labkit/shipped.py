@@ -1,18 +1,20 @@
-"""Shipped data: the ready rankings dataset of the tiny preset, and how it is rebuilt.
+"""Shipped data: a ready rankings dataset for each world, and how it is rebuilt.
 
 Stage: labelling, done once ahead of time so later chapters and workshops can start without
-ranking first. Inputs: the tiny model, the world's train prompts, the simulated personas.
-Output: a folder (default `data/rankings/`) with
+ranking first. Inputs: the preset's model, its world's train prompts, the simulated personas.
+Output: a folder (`rankings_dir(world)`: `data/rankings/` for the tiny preset's assistant world,
+`data/rtp_rankings/` for smol's RealToxicityPrompts world) with
 
-    samples.jsonl    the tiny model's completions (`generate.Sample`s), `rounds` sets per prompt
+    samples.jsonl    the model's completions (`generate.Sample`s), `rounds` sets per prompt
     rankings.jsonl   a `labels.RankingStore`: every persona ranks every item (one record each)
     manifest.json    config, seed, library versions, hashes of the model and world it came from
     README.md        what is in it and its agreement figures, written by the build
 
 An item is one train prompt with one set of `completions_per_item` completions; each prompt is
 asked `rounds` times with fresh samples, so a prompt appears in `rounds` items (item ids
-"<prompt id>~<round>"). `labkit rankings` (or `make rankings`) rebuilds the folder; the build is
-seeded, so the same model, world and config give the same rankings (timestamps aside).
+"<prompt id>~<round>"). `labkit rankings [--preset smol]` (or `make rankings`) rebuilds the folder
+with the preset's `labels` settings, as `labkit run` labels; the build is seeded, so the same model,
+world and config give the same rankings (timestamps aside).
 """
 
 from __future__ import annotations
@@ -25,9 +27,20 @@ from pathlib import Path
 from labkit import agreement, artifacts, generate, labelers, labels, rtp
 from labkit.presets import DATA_DIR
 
-__all__ = ["RANKINGS_DIR", "RankingsConfig", "build_rankings", "load_rankings", "load_samples"]
+__all__ = [
+    "RANKINGS_DIR",
+    "RANKINGS_DIRS",
+    "RankingsConfig",
+    "build_rankings",
+    "load_rankings",
+    "load_samples",
+    "preset_config",
+    "rankings_dir",
+]
 
 RANKINGS_DIR = DATA_DIR / "rankings"
+RANKINGS_DIRS = {"assistant": RANKINGS_DIR, "rtp": DATA_DIR / "rtp_rankings"}
+"""The shipped rankings of each world (`worlds.load`'s names)."""
 
 
 @dataclass
@@ -54,6 +67,21 @@ class RankingsConfig:
     """Seed of the sampling and of every persona's noise."""
     prompting: str = "chat"
     """How prompts are put to the model (`models.render_prompts`): "chat" or "plain"."""
+
+
+def rankings_dir(preset_or_world=None) -> Path:
+    """The shipped rankings folder of a preset's world (a `presets.Preset`, a world, a world name, or None: tiny's)."""
+    name = getattr(preset_or_world, "world", None) or getattr(preset_or_world, "name", None) or preset_or_world
+    name = name or "assistant"
+    if name not in RANKINGS_DIRS:
+        raise ValueError(f"no shipped rankings for world {name!r}: the worlds are {sorted(RANKINGS_DIRS)}")
+    return RANKINGS_DIRS[name]
+
+
+def preset_config(preset, **overrides) -> RankingsConfig:
+    """The preset's labelling settings (its `labels` stage, its seed, prompting and reply length): `labkit run`'s."""
+    fields = dict(seed=preset.seed, prompting=preset.prompting, max_new_tokens=preset.max_new_tokens)
+    return preset.stage_config("labels", RankingsConfig, **{**fields, **overrides})
 
 
 def _items(samples: list[generate.Sample], cfg: RankingsConfig) -> list[labels.Item]:
@@ -86,7 +114,7 @@ def build_rankings(
     world=None,
     progress: bool = True,
 ) -> Path:
-    """Generate, rank and write the rankings folder `out` (default data/rankings); returns the folder.
+    """Generate, rank and write the rankings folder `out` (default: the world's `rankings_dir`); returns the folder.
 
     Everything is written to a temporary folder first and swapped in at the end
     (`artifacts.atomic_folder`), so a failed or interrupted build leaves the previous dataset untouched.
@@ -95,18 +123,20 @@ def build_rankings(
     from labkit import world as world_mod
 
     cfg = cfg or RankingsConfig()
-    out = Path(out) if out is not None else RANKINGS_DIR
     unknown = [p for p in cfg.personas if p not in labelers.PERSONAS]
     if unknown:
         raise ValueError(f"unknown persona(s) {unknown}: choose from {sorted(labelers.PERSONAS)}")
     if cfg.rounds < 1 or cfg.completions_per_item < 2:
         raise ValueError("rounds must be >= 1 and completions_per_item >= 2 (a ranking needs two completions)")
     world = world or world_mod.load()
+    out = Path(out) if out is not None else rankings_dir(world)
     if model is None:
         model, tokenizer = models.load_policy("tiny")
         model_source = artifacts.file_hash(models.TINY_MODEL_DIR / "model.safetensors")
+        model_name = "the tiny model"
     else:
         model_source = getattr(model, "name_or_path", "") or type(model).__name__
+        model_name = Path(str(model_source)).name or model_source
     start = time.time()
     prompts = world.prompts("train")[: cfg.num_prompts]
     samples = generate.generate(
@@ -142,17 +172,19 @@ def build_rankings(
             },
             stats=stats,
         )
-        (tmp / "README.md").write_text(_readme(cfg, records, stats), encoding="utf-8")
+        (tmp / "README.md").write_text(_readme(cfg, records, stats, world.name, model_name), encoding="utf-8")
     return out
 
 
-def _readme(cfg: RankingsConfig, records: list[labels.RankingRecord], stats: dict) -> str:
+def _readme(cfg: RankingsConfig, records: list[labels.RankingRecord], stats: dict, world: str, model: str) -> str:
     personas = "\n".join(f"- `{name}`: {labelers.PERSONAS[name].description}" for name in cfg.personas)
-    return f"""# Shipped rankings (tiny preset)
+    preset = {"assistant": "tiny", "rtp": "smol"}.get(world, "")
+    command = "labkit rankings" + (" --preset smol" if preset == "smol" else "")
+    return f"""# Shipped rankings ({preset or world} preset, {world} world)
 
-Written by `labkit rankings` (`labkit.shipped.build_rankings`); rebuild it with that command.
+Written by `{command}` (`labkit.shipped.build_rankings`); rebuild it with that command.
 
-- {stats["num_items"]} items: the tiny model's completions on the world's train prompts, {cfg.rounds}
+- {stats["num_items"]} items: {model}'s completions on the {world} world's train prompts, {cfg.rounds}
   items per prompt, {cfg.completions_per_item} completions each (temperature {cfg.temperature}, seed {cfg.seed})
 - {stats["num_labelers"]} simulated labelers, criterion `{cfg.criterion}`, {len(records)} rankings in
   `rankings.jsonl` (a `labels.RankingStore`); completions in `samples.jsonl`
@@ -162,26 +194,33 @@ Written by `labkit rankings` (`labkit.shipped.build_rankings`); rebuild it with 
 
 Personas (`labkit.labelers.PERSONAS`):
 {personas}
-
-Load it with `shipped.load_rankings()` (records) and `shipped.load_samples()` (completions).
+{_SOURCES.get(world, "")}
+Load it with `shipped.load_rankings(shipped.rankings_dir("{world}"))` (records) and `shipped.load_samples(...)`
+(completions).
 """
 
 
+_SOURCES = {
+    "rtp": "\nThe prompts are RealToxicityPrompts' challenging prompts (Gehman et al. 2020, Apache-2.0; their data "
+    "card is data/rtp/README.md),\ncontinued as plain text.\n",
+}
+
+
 def load_rankings(path: str | Path | None = None) -> list[labels.RankingRecord]:
-    """The current ranking records of a rankings folder (default: the shipped one)."""
+    """The current ranking records of a rankings folder (default: the tiny preset's shipped one, `rankings_dir()`)."""
     folder = Path(path) if path is not None else RANKINGS_DIR
     store_path = folder / "rankings.jsonl" if folder.is_dir() or not folder.suffix else folder
     if not store_path.is_file():
         raise FileNotFoundError(
             f"no rankings at {store_path}: rebuild the shipped dataset with `labkit rankings` "
-            "(16 s for the shipped one, data/rankings/README.md), or point at a folder "
-            "written by shipped.build_rankings"
+            "(16 s for the tiny preset's, data/rankings/README.md; `--preset smol` for data/rtp_rankings), "
+            "or point at a folder written by shipped.build_rankings"
         )
     return labels.RankingStore(store_path).latest()
 
 
 def load_samples(path: str | Path | None = None) -> list[generate.Sample]:
-    """The completions the shipped rankings were made from."""
+    """The completions a rankings folder was made from (default: the tiny preset's shipped one)."""
     folder = Path(path) if path is not None else RANKINGS_DIR
     if not (folder / "samples.jsonl").is_file():
         raise FileNotFoundError(f"no samples.jsonl in {folder}: rebuild it with `labkit rankings`")

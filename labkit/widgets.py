@@ -36,6 +36,9 @@ CRITERIA: dict[str, str] = {
     "advice beats a vague, padded or off-topic reply.",
     "harmlessness": "Which reply is least harmful? Insults, dismissals and unsafe advice rank lowest; "
     "a polite reply with no content is better than a rude one with content.",
+    "harmless continuation": "Which continuation of the prompt would you rather publish? Toxic, insulting or "
+    "profane text ranks lowest, then repetitive, cut-off or garbled text; among the rest, prefer the fluent "
+    "one that carries on what the prompt was saying.",
 }
 """What each criterion asks the labeler to judge."""
 GUIDELINES = """\

@@ -167,6 +167,10 @@ class World:
 
     name = "assistant"
     prompting = "chat"
+    styles = STYLES
+    """The reply styles `classify_style` can return (None: unrecognised)."""
+    weights = GOLD_WEIGHTS
+    """gold utility = sum of weight * term."""
 
     def __init__(self, topics_data: dict, styles_data: dict):
         topics = []

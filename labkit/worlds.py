@@ -5,7 +5,8 @@
 
 `Preset.world` names it; `load(preset)` builds it. Both answer the calls the pipeline makes
 (`prompts(split)`, `gold(prompt, text)`, `is_rude`, `classify_style`, `find_topic`,
-`reference_texts(n, seed)`) and carry `name` and `prompting`.
+`reference_texts(n, seed)`) and carry `name`, `prompting`, `styles` (what `classify_style` returns)
+and `weights` (the utility's weight per term).
 """
 
 from __future__ import annotations

@@ -77,9 +77,22 @@ def test_seed_everything_repeats():
 def test_workdir_follows_the_environment(tmp_path, monkeypatch):
     """workdir() lives under $LABKIT_WORKDIR and creates the folder asked for."""
     monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))
+    monkeypatch.delenv("LAB_PRESET", raising=False)
     folder = presets.workdir("03", "reward_model")
     assert tmp_path / "03" / "reward_model" == folder
     assert folder.is_dir()
+
+
+def test_another_preset_keeps_its_chapter_artifacts_apart(tmp_path, monkeypatch):
+    """Under LAB_PRESET=smol (or a hub folder) the chapters' folders move under the preset's name: a smol
+    chapter never loads the tiny preset's reward model or adapter."""
+    monkeypatch.setenv("LABKIT_WORKDIR", str(tmp_path))
+    monkeypatch.setenv("LAB_PRESET", "tiny")
+    assert tmp_path / "04" == presets.workdir("04")
+    monkeypatch.setenv("LAB_PRESET", "smol")
+    assert tmp_path / "smol" / "04" == presets.workdir("04")
+    monkeypatch.setenv("LAB_PRESET", "hub:./my models/gpt2")
+    assert tmp_path / "hub-my-models-gpt2" / "04" == presets.workdir("04")
 
 
 def test_every_preset_stage_override_names_real_fields():
@@ -122,4 +135,22 @@ def test_lab_preset_of_another_world_warns_where_a_chapter_asks_for_tiny(monkeyp
     for env, name in (("hub:./folder", "tiny"), ("smol", None), ("smol", "smol")):
         monkeypatch.setenv("LAB_PRESET", env)
         presets.load(name)
+    monkeypatch.setenv("LAB_PRESET", "smol")
+    assert "rtp" == presets.load("tiny", world_aware=True).world  # a chapter that reads the preset's own world
     assert [] == [str(w.message) for w in recwarn]
+
+
+def test_lab_settings_change_every_chapters_sizes_and_a_wrong_field_names_the_fields(monkeypatch):
+    """LAB_SETTINGS applies FIELD=VALUE to the preset a chapter loads, STAGE.FIELD to a stage's settings, before the
+    chapter's own overrides; a field the preset does not have is refused with the list of those it has."""
+    from labkit.ppo import PPOConfig
+
+    monkeypatch.delenv("LAB_PRESET", raising=False)
+    monkeypatch.setenv("LAB_SETTINGS", "num_eval_prompts=3 ppo.total_steps=2 max_new_tokens=9")
+    cfg = presets.load("tiny", max_new_tokens=7)
+    assert (3, 7) == (cfg.num_eval_prompts, cfg.max_new_tokens)
+    assert 2 == cfg.stage_config("ppo", PPOConfig).total_steps
+    assert 144 == presets.by_name("tiny").num_eval_prompts  # by_name is the preset as defined, untouched
+    monkeypatch.setenv("LAB_SETTINGS", "num_eval_prompt=3")
+    with pytest.raises(ValueError, match="'num_eval_prompt' is not a preset field.*num_eval_prompts"):
+        presets.load("tiny")

@@ -339,3 +339,35 @@ def test_gold_scatter_plots_every_reply_once_per_group():
     points = sorted(map(tuple, np.concatenate([c.get_offsets() for c in collections])))
     assert sorted(zip(table["gold"], table["reward"])) == points
     assert 1 == len(reward_model.gold_scatter(table, hue=None).axes[0].collections)
+
+
+def test_a_preset_with_no_saved_model_trains_on_its_own_worlds_rankings_and_your_rankings_by_its_criterion(
+    tmp_path, monkeypatch
+):
+    """load_or_train(smol) reads the RealToxicityPrompts world's shipped rankings (not the tiny preset's) and, of
+    the learner's files, only rankings by smol's criterion; training itself is replaced here (tested above)."""
+    from labkit import learner, presets, shipped
+
+    read, learners = [], []
+
+    class Stop(Exception):
+        pass
+
+    def fake_training(pairs, cfg):
+        raise Stop
+
+    monkeypatch.setattr(shipped, "load_rankings", lambda path=None: read.append(path) or [])
+    monkeypatch.setattr(
+        learner, "learner_records", lambda folder=None, criterion="helpfulness": learners.append(criterion) or []
+    )
+    monkeypatch.setattr(
+        learner, "training_pairs", lambda shipped_records, mine, seed=0: ({"train": []}, {"learner_items": 0})
+    )
+    monkeypatch.setattr(reward_model, "train_reward_model", fake_training)
+    for name, folder, criterion in (
+        ("smol", "rtp_rankings", "harmless continuation"),
+        ("tiny", "rankings", "helpfulness"),
+    ):
+        with pytest.raises(Stop):
+            reward_model.load_or_train(presets.by_name(name), [tmp_path / "nothing saved here"])
+        assert (folder, criterion) == (Path(read[-1]).name, learners[-1])

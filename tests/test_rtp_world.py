@@ -101,3 +101,16 @@ def test_smol_gpu_sizes_are_bigger_than_its_cpu_sizes():
     assert gpu.num_eval_prompts == 210 and gpu.completions_per_prompt == 4 and gpu.run_variant
     assert gpu.stages["ppo"]["total_steps"] > cpu.stages["ppo"]["total_steps"]
     assert gpu.stages["labels"]["num_prompts"] is None
+
+
+def test_both_worlds_name_their_styles_and_the_weights_of_their_utility():
+    """`styles` is what `classify_style` can return and `weights` how `gold` sums its terms, in either world."""
+    from labkit import world as assistant
+
+    for w in (assistant.load(), RTPWorld()):
+        prompt = w.prompts("train")[0].text
+        for text in ("Some reply here about the things you asked.", "idiot idiot idiot", "Use a heavy pot."):
+            assert w.classify_style(prompt, text) in (*w.styles, None)
+            g = w.gold(prompt, text)
+            assert g.utility == pytest.approx(sum(weight * getattr(g, term) for term, weight in w.weights.items()))
+    assert "toxic" in RTPWorld().styles and "rude" in assistant.load().styles

@@ -103,6 +103,58 @@ def test_bad_config_and_missing_folder_are_clear_errors(tmp_path):
         shipped.load_rankings(tmp_path / "empty")
 
 
+def test_each_world_has_its_rankings_folder_and_a_preset_labels_as_labkit_run_does(tiny_lm, tmp_path, monkeypatch):
+    """rankings_dir picks the world's folder; preset_config is the preset's `labels` stage; a build in the
+    RealToxicityPrompts world writes to that world's folder by default, ranked by its criterion."""
+    from labkit import presets
+    from labkit.rtp_world import RTPWorld
+
+    assert shipped.RANKINGS_DIR == shipped.rankings_dir() == shipped.rankings_dir(presets.by_name("tiny"))
+    assert shipped.rankings_dir(presets.by_name("smol")) == shipped.rankings_dir("rtp") != shipped.RANKINGS_DIR
+    with pytest.raises(ValueError, match="no shipped rankings for world 'moon'"):
+        shipped.rankings_dir("moon")
+    assert shipped.RankingsConfig() == shipped.preset_config(presets.by_name("tiny"))
+    smol = shipped.preset_config(presets.by_name("smol"), seed=3)
+    assert ("plain", "harmless continuation", 1, 3) == (smol.prompting, smol.criterion, smol.rounds, smol.seed)
+
+    monkeypatch.setitem(shipped.RANKINGS_DIRS, "rtp", tmp_path / "rtp_rankings")
+    model, tok = tiny_lm
+    cfg = small_cfg(rounds=1, prompting="plain", criterion="harmless continuation")
+    out = shipped.build_rankings(cfg=cfg, model=model, tokenizer=tok, world=RTPWorld(), progress=False)
+    assert tmp_path / "rtp_rankings" == out
+    records = shipped.load_rankings(shipped.rankings_dir("rtp"))
+    assert 4 * 3 == len(records) and {"harmless continuation"} == {r.criterion for r in records}
+    assert "rtp" == json.loads((out / "manifest.json").read_text())["inputs"]["world"]
+    assert "labkit rankings --preset smol" in (out / "README.md").read_text()
+
+
+def test_the_rankings_command_labels_with_the_presets_model_world_and_settings(tmp_path, monkeypatch, capsys):
+    """`labkit rankings --preset smol` builds with SmolLM2, the RTP world and smol's labels settings (the build
+    itself is tested above; here it is replaced, and the model loader too, so no model loads)."""
+    from labkit import cli, models
+
+    calls = {}
+
+    def fake_build(out=None, cfg=None, *, model=None, tokenizer=None, world=None, progress=True):
+        calls.update(out=out, cfg=cfg, model=model, world=world.name)
+        (tmp_path / "README.md").write_text("built")
+        return tmp_path
+
+    monkeypatch.setattr(shipped, "build_rankings", fake_build)
+    monkeypatch.setattr(models, "load_policy", lambda preset: (f"model of {preset.policy}", "tokenizer"))
+    assert 0 == cli.main(["rankings", "--preset", "smol", "--seed", "2"])
+    assert (None, "model of smol", "rtp") == (calls["out"], calls["model"], calls["world"])
+    assert ("harmless continuation", "plain", 2) == (calls["cfg"].criterion, calls["cfg"].prompting, calls["cfg"].seed)
+    assert 0 == cli.main(["rankings", "--out", str(tmp_path / "t")])  # the default: tiny, its own model
+    assert (str(tmp_path / "t"), None, "assistant", shipped.RankingsConfig()) == (
+        calls["out"],
+        calls["model"],
+        calls["world"],
+        calls["cfg"],
+    )
+    assert "built" in capsys.readouterr().out
+
+
 def test_the_shipped_dataset_is_big_enough():
     """The committed dataset has at least 300 items ranked by at least 3 personas."""
     records = shipped.load_rankings()
