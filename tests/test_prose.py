@@ -45,6 +45,7 @@ ASSIGNED = re.compile(r"[A-Za-z_][\w.]*\s?=\s?$")  # "beta = " just before a fig
 ALLOWED = {
     "00": [
         ("its toxicity is at least 0.5", "the definition of rude (`World.is_rude`), not a measurement"),
+        ("P(toxic) is at least 0.5", "the definition of a toxic continuation (`RTPWorld.is_rude`)"),
     ],
     "02": [
         ("InstructGPT reports about 73%", "a citation: InstructGPT's inter-labeler agreement (Ouyang et al. 2022)"),
