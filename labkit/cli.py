@@ -103,7 +103,7 @@ def _prepare(args: argparse.Namespace) -> int:
         os.environ["LABKIT_WORKDIR"] = str(Path(args.workdir).resolve())
     if args.preset and presets.by_name(args.preset).world != "assistant":
         raise ValueError(
-            f"labkit prepare --preset {args.preset}: chapters 00-02 run in any preset's world, but chapters 03-08 "
+            f"labkit prepare --preset {args.preset}: chapters 00-03 run in any preset's world, but chapters 04-08 "
             f"are still written and checked for the assistant world, and {args.preset} runs in the "
             f"{presets.by_name(args.preset).world!r} world (chapter 04 would stop after minutes of training); "
             f"prepare them with tiny or hub:<folder>, and run `labkit run --preset {args.preset}` for the pipeline "

@@ -235,7 +235,7 @@ def load(name: str | None = None, *, world_aware: bool = False, **overrides: Any
 
         warnings.warn(
             f"LAB_PRESET={env} replaces the preset {name!r} asked for here, and its world is {preset.world!r}, "
-            f"not {by_name(name).world!r}. Chapters 00-02 run in any preset's world; this chapter is written and "
+            f"not {by_name(name).world!r}. Chapters 00-03 run in any preset's world; this chapter is written and "
             f"checked for the tiny preset's assistant world: under {env} it puts its model to the everyday "
             "questions, which SmolLM2 answers politely, so a check that PPO removed rude replies fails (chapter "
             "04). `labkit run --preset smol` runs the pipeline in its own world; unset LAB_PRESET for this chapter.",

@@ -93,11 +93,11 @@ def test_a_chapter_starts_cold(tmp_path, monkeypatch):
     assert [] == saved_elsewhere  # looking there creates the folder (presets.workdir), nothing is saved in it
 
 
-ON_SMOL = ["00_setup_and_models", "01_generate_and_rank", "02_agreement_and_pairs"]
+ON_SMOL = ["00_setup_and_models", "01_generate_and_rank", "02_agreement_and_pairs", "03_reward_models"]
 """The chapters that read the preset's own world (`worlds.load(cfg)`), so they run on smol, in the
 RealToxicityPrompts world. Issue 11 asks for every chapter; the others still warn under LAB_PRESET=smol."""
 
-SMOL_SMOKE_SETTINGS = "num_eval_prompts=7"
+SMOL_SMOKE_SETTINGS = "num_eval_prompts=7 max_new_tokens=8 reward.max_steps=8"
 """`LAB_SETTINGS` of the smol smoke test: sizes that keep a chapter within about a minute on a CPU."""
 
 
