@@ -107,7 +107,8 @@ def test_a_chapter_runs_on_smol_in_its_own_world(stem, tmp_path, monkeypatch, sm
     """The smoke test at reduced sizes: the chapter runs with LAB_PRESET=smol, on SmolLM2 in the
     RealToxicityPrompts world (its first cell shows the preset), and writes only to smol's subfolder."""
     monkeypatch.setenv("LAB_SETTINGS", SMOL_SMOKE_SETTINGS)
-    monkeypatch.setenv("LABKIT_CACHE", str(smol_cache))  # the session's dequantised SmolLM2 (`smol`): no second
+    # the session's dequantised SmolLM2 (the `smol` fixture): no second dequantisation
+    monkeypatch.setenv("LABKIT_CACHE", str(smol_cache))
     printed = outputs_text(_execute(NOTEBOOKS[0].parent / f"{stem}.ipynb", tmp_path, monkeypatch, preset="smol"))
     assert "policy='smol'" in printed and "world='rtp'" in printed
     assert [] == [p.name for p in tmp_path.iterdir() if p.name != "smol"]  # nothing in the tiny preset's folders
