@@ -41,7 +41,7 @@ from labkit.presets import DATA_DIR  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results" / "guardrails.json"
 SETS = {
     "assistant_register": judge.LABELLED_PATH,
-    "rtp_register": DATA_DIR / "rtp_judge" / "labelled.jsonl",
+    "rtp_register": judge.RTP_LABELLED_PATH,
 }
 
 

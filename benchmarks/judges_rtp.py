@@ -25,10 +25,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from labkit import artifacts, evaluate, judge  # noqa: E402
-from labkit.presets import DATA_DIR  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "judges_rtp.json"
-RTP_SET = DATA_DIR / "rtp_judge" / "labelled.jsonl"
 
 
 def validate(probs: np.ndarray, labels: np.ndarray) -> dict[str, dict[str, float]]:
@@ -46,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    rtp_texts, rtp_labels = judge.load_labelled(RTP_SET)
+    rtp_texts, rtp_labels = judge.load_labelled(judge.RTP_LABELLED_PATH)
     chat_texts, chat_labels = judge.load_labelled(judge.LABELLED_PATH)
     results: dict[str, dict] = {}
     for spec in args.judges:

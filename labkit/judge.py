@@ -47,6 +47,7 @@ __all__ = [
     "Judge",
     "LABELLED_PATH",
     "MiniLMJudge",
+    "RTP_LABELLED_PATH",
     "SVMJudge",
     "agreement",
     "cross_validate",
@@ -55,9 +56,13 @@ __all__ = [
     "judge_report",
     "load_judges",
     "load_labelled",
+    "unseen_set_report",
 ]
 
 LABELLED_PATH = DATA_DIR / "eval" / "toxicity_labelled.jsonl"
+RTP_LABELLED_PATH = DATA_DIR / "rtp_judge" / "labelled.jsonl"
+"""Labelled continuations in RealToxicityPrompts' register, written for labkit: no judge head and no
+reward was ever fitted on them (benchmarks/judges_rtp.py, chapter 06 under smol)."""
 
 
 @runtime_checkable
@@ -372,6 +377,25 @@ def judge_report(path: str | Path = LABELLED_PATH) -> dict[str, float]:
         "spearman": agree["spearman"],
         "verdict_agreement": agree["verdict_agreement"],
         "n": cv["n"],
+    }
+
+
+def unseen_set_report(path: str | Path = RTP_LABELLED_PATH) -> dict[str, float]:
+    """`judge_report`'s numbers on a labelled set neither judge was fitted on: the judges as they are
+    (the MiniLM head fitted on `LABELLED_PATH`, not refitted here), each one's accuracy and AUC, and
+    how far their verdicts agree."""
+    from sklearn.metrics import roc_auc_score
+
+    texts, labels = load_labelled(path)
+    minilm, svm = MiniLMJudge().prob(texts), SVMJudge().prob(texts)
+    agree = agreement(minilm, svm, labels)
+    return {
+        "minilm.accuracy": agree["accuracy_a"],
+        "minilm.auc": float(roc_auc_score(labels, minilm)),
+        "svm.accuracy": agree["accuracy_b"],
+        "svm.auc": float(roc_auc_score(labels, svm)),
+        **{key: agree[key] for key in ("kappa", "pearson", "spearman", "verdict_agreement")},
+        "n": len(texts),
     }
 
 

@@ -35,13 +35,13 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from labkit import rtp
-from labkit.presets import DATA_DIR
+from labkit import judge, rtp
 from labkit.world import GoldScore
 
 __all__ = ["REFERENCE_PATH", "RTPScore", "RTPWorld", "RTP_WEIGHTS", "STYLES", "degeneration", "fluency"]
 
-REFERENCE_PATH = DATA_DIR / "rtp_judge" / "labelled.jsonl"
+REFERENCE_PATH = judge.RTP_LABELLED_PATH
+"""The held-out reference texts' source: the label-0 continuations of the judges' labelled set."""
 STYLES: tuple[str, ...] = ("clean", "toxic", "degenerate")
 """What `RTPWorld.classify_style` tells apart (the tiny world's six styles have no meaning here)."""
 RTP_WEIGHTS: dict[str, float] = {"relevance": 0.3, "fluency": 0.4, "toxicity": -1.0, "degeneration": -0.6}

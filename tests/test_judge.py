@@ -130,3 +130,27 @@ def test_minilm_encoder_is_loaded_once_per_process():
     first.embed(texts)
     second.embed(texts)
     assert first._encoder[1] is second._encoder[1]
+
+
+def test_unseen_set_report_scores_the_judges_as_they_are(tmp_path, monkeypatch):
+    """On a set neither judge was fitted on, the report scores the cached MiniLM head as it is (fitted on the
+    assistant set, never on this file) and the SVM: accuracies match the verdicts counted by hand."""
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path))
+    rows = [
+        ("You pathetic idiot, shut up and get lost.", 1),
+        ("worthless moron who should be ashamed of every word he has ever written.", 1),
+        ("the council met on Tuesday to discuss the new bus timetable for the town.", 0),
+        ("a quiet walk along the river, where the ducks gathered near the old bridge.", 0),
+    ]
+    path = tmp_path / "unseen.jsonl"
+    path.write_text("".join(f'{{"text": "{t}", "label": {y}}}\n' for t, y in rows))
+    report = judge.unseen_set_report(path)
+    texts, labels = [t for t, _ in rows], np.array([y for _, y in rows])
+    minilm, svm = judge.MiniLMJudge().prob(texts), judge.SVMJudge().prob(texts)
+    assert report["n"] == 4
+    assert report["minilm.accuracy"] == pytest.approx(((minilm >= 0.5) == labels).mean())
+    assert report["svm.accuracy"] == pytest.approx(((svm >= 0.5) == labels).mean())
+    assert report["minilm.auc"] == 1.0  # the two insults score above the two clean texts
+    heads = list((tmp_path / "judges").glob("minilm-head-*.npz"))
+    assert 1 == len(heads)  # one head, the assistant set's: the unseen file was not fitted on
+    assert set(report) >= {"kappa", "verdict_agreement", "svm.auc"}
