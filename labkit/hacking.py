@@ -364,10 +364,16 @@ updates per second of CPU, and 100 steps, enough for the gold utility to peak an
 
 
 def ppo_config(preset, kl_coef: float, **overrides: Any):
-    """The preset's PPOConfig (`ppo.preset_config`) for a hacking run: `HACKING_PPO`, `kl_coef`, then `overrides`."""
+    """The preset's PPOConfig (`ppo.preset_config`) for a hacking run: on the tiny preset `HACKING_PPO`, then
+    `kl_coef`, then `overrides`.
+
+    Other presets keep their own PPO sizes, which `LAB_SETTINGS` changes: `HACKING_PPO`'s 100 steps
+    would take SmolLM2 over 20 minutes per run on a 2-core CPU (the smol preset's 40 steps of 16
+    took 535-630 s in benchmarks/results/smol_rtp.json)."""
     from labkit import ppo
 
-    return ppo.preset_config(preset, **{**HACKING_PPO, "kl_coef": kl_coef, **overrides})
+    sizes = HACKING_PPO if preset.policy == "tiny" else {}
+    return ppo.preset_config(preset, **{**sizes, "kl_coef": kl_coef, **overrides})
 
 
 def train_and_track(

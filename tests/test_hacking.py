@@ -255,3 +255,13 @@ def test_ppo_config_is_the_preset_with_the_hacking_changes():
     assert hacking.HACKING_PPO == {k: getattr(cfg, k) for k in hacking.HACKING_PPO}
     assert preset.stage_config("ppo", ppo.PPOConfig).learning_rate == cfg.learning_rate
     assert 7 == hacking.ppo_config(preset, 0.1, total_steps=7).total_steps
+
+
+def test_ppo_config_keeps_another_presets_own_sizes():
+    """On smol the hacking runs keep the preset's PPO sizes (and LAB_SETTINGS's changes to them), not HACKING_PPO."""
+    from labkit import presets
+
+    smol = presets.with_settings(presets.by_name("smol"), ["ppo.total_steps=3"])
+    cfg = hacking.ppo_config(smol, 0.01)
+    assert (3, 0.01) == (cfg.total_steps, cfg.kl_coef)
+    assert smol.stages["ppo"]["batch_size"] == cfg.batch_size != hacking.HACKING_PPO["batch_size"]
