@@ -101,14 +101,6 @@ def _prepare(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"no chapters (NN_name.ipynb) in {folder}")
     if args.workdir:
         os.environ["LABKIT_WORKDIR"] = str(Path(args.workdir).resolve())
-    if args.preset and presets.by_name(args.preset).world != "assistant":
-        raise ValueError(
-            f"labkit prepare --preset {args.preset}: chapters 00-03 run in any preset's world, but chapters 04-08 "
-            f"are still written and checked for the assistant world, and {args.preset} runs in the "
-            f"{presets.by_name(args.preset).world!r} world (chapter 04 would stop after minutes of training); "
-            f"prepare them with tiny or hub:<folder>, and run `labkit run --preset {args.preset}` for the pipeline "
-            "in its own world"
-        )
     if args.preset:
         os.environ["LAB_PRESET"] = args.preset
     os.environ["MPLBACKEND"] = "Agg"  # the kernels draw their figures without a screen

@@ -220,27 +220,15 @@ def default_name() -> str:
     return "smol" if resolve_device("auto") == "cuda" else "tiny"
 
 
-def load(name: str | None = None, *, world_aware: bool = False, **overrides: Any) -> Preset:
+def load(name: str | None = None, **overrides: Any) -> Preset:
     """The preset called `name` (default: `LAB_PRESET`, else by device), with `LAB_SETTINGS`, then field overrides.
 
-    `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter;
-    `LAB_SETTINGS` (e.g. "num_eval_prompts=8 ppo.total_steps=2") changes the sizes of every chapter,
-    as `--set` does for a command. `world_aware`: the caller reads the preset's own world
-    (`worlds.load(preset)`), so a `LAB_PRESET` of another world is no reason to warn.
+    `LAB_PRESET` wins over the name a notebook passes, so one variable switches every chapter (each
+    reads the preset's own world, `worlds.load(preset)`); `LAB_SETTINGS` (e.g. "num_eval_prompts=8
+    ppo.total_steps=2") changes the sizes of every chapter, as `--set` does for a command.
     """
     env = os.environ.get("LAB_PRESET")
     preset = with_settings(by_name(env or name or default_name()), os.environ.get("LAB_SETTINGS", "").split())
-    if env and name and env != name and preset.world != by_name(name).world and not world_aware:
-        import warnings
-
-        warnings.warn(
-            f"LAB_PRESET={env} replaces the preset {name!r} asked for here, and its world is {preset.world!r}, "
-            f"not {by_name(name).world!r}. Chapters 00-03 run in any preset's world; this chapter is written and "
-            f"checked for the tiny preset's assistant world: under {env} it puts its model to the everyday "
-            "questions, which SmolLM2 answers politely, so a check that PPO removed rude replies fails (chapter "
-            "04). `labkit run --preset smol` runs the pipeline in its own world; unset LAB_PRESET for this chapter.",
-            stacklevel=2,
-        )
     return dataclasses.replace(preset, **overrides) if overrides else preset
 
 

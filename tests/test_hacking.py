@@ -261,7 +261,8 @@ def test_ppo_config_keeps_another_presets_own_sizes():
     """On smol the hacking runs keep the preset's PPO sizes (and LAB_SETTINGS's changes to them), not HACKING_PPO."""
     from labkit import presets
 
-    smol = presets.with_settings(presets.by_name("smol"), ["ppo.total_steps=3"])
-    cfg = hacking.ppo_config(smol, 0.01)
+    smol = presets.by_name("smol")
+    own = smol.stages["ppo"]["total_steps"]
+    assert own == hacking.ppo_config(smol, 0.01).total_steps != hacking.HACKING_PPO["total_steps"]
+    cfg = hacking.ppo_config(presets.with_settings(smol, ["ppo.total_steps=3"]), 0.01)
     assert (3, 0.01) == (cfg.total_steps, cfg.kl_coef)
-    assert smol.stages["ppo"]["batch_size"] == cfg.batch_size != hacking.HACKING_PPO["batch_size"]

@@ -1,5 +1,5 @@
-"""Every chapter runs headless on the tiny preset, the chapters ready for it on smol too, and each is stored
-without outputs."""
+"""Every chapter runs headless on the tiny preset, in order, and on smol at reduced sizes from an empty folder
+(08 after 06); each is stored without outputs."""
 
 import json
 from pathlib import Path
@@ -28,12 +28,15 @@ def test_stored_without_outputs(path):
     assert [] == dirty
 
 
-def _execute(path: Path, workdir: Path, monkeypatch, preset: str = "tiny") -> nbformat.NotebookNode:
-    """Run a chapter headless on `preset` with `workdir` as its LABKIT_WORKDIR; the executed notebook."""
+def _execute(path: Path, workdir: Path, monkeypatch, preset: str = "tiny", then: str = "") -> nbformat.NotebookNode:
+    """Run a chapter headless on `preset` with `workdir` as its LABKIT_WORKDIR, and the code `then` after its
+    last cell; the executed notebook."""
     monkeypatch.setenv("LAB_PRESET", preset)
     monkeypatch.setenv("LABKIT_WORKDIR", str(workdir))  # chapters write their artifacts here
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(path, as_version=4)
+    if then:
+        nb.cells.append(nbformat.v4.new_code_cell(then))
     NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     return nb
 
@@ -74,44 +77,68 @@ def test_notebook_runs(path, course_folder, monkeypatch):
     assert "No rankings of yours" not in printed
 
 
-@pytest.mark.slow
-def test_a_chapter_starts_cold(tmp_path, monkeypatch):
-    """A chapter alone in an empty folder, with the shipped rankings only, trains the reward model and the PPO
-    policy it needs, and runs (06). Chapter 08 then runs in that folder with no chapter 03, 04, 05 or 07 before
-    it: it looks for what it needs in 06 too, and loads it. (It trains them the same way, through
-    `reward_model.load_or_train` and `policies.ppo_policy`, when 06 has not run: a second cold training
-    would add about four minutes to CI for the same two calls.)"""
-    printed = outputs_text(_execute(NOTEBOOKS[0].parent / "06_toxicity_before_and_after.ipynb", tmp_path, monkeypatch))
-    assert "trained on the shipped rankings" in printed
-    assert "PPO policy trained" in printed
-    printed = outputs_text(_execute(NOTEBOOKS[0].parent / "08_making_it_practical.ipynb", tmp_path, monkeypatch))
-    assert f"loaded from {tmp_path / '06' / 'reward_model'}" in printed
-    assert f"PPO policy loaded ({tmp_path / '06' / 'ppo'})" in printed
-    saved_elsewhere = [
-        p for ch in ("03", "04", "05", "07") if (tmp_path / ch).is_dir() for p in (tmp_path / ch).iterdir()
-    ]
-    assert [] == saved_elsewhere  # looking there creates the folder (presets.workdir), nothing is saved in it
+SMOL_SMOKE_SETTINGS = (
+    "num_eval_prompts=7 max_new_tokens=8 reward.max_steps=8 ppo.total_steps=2 ppo.batch_size=4 ppo.mini_batch_size=4 "
+    "dpo.max_steps=4 dpo.test_pairs=16 dpo.probe_pairs=8 bestofn.n=2 bestofn.ns=[1,2]"
+)
+"""`LAB_SETTINGS` of the smol smoke test: sizes that keep a chapter within about two minutes on a CPU."""
+
+WHAT_RAN = 'print("ran on", cfg.policy, "in the world", w.name)'
+"""Code run after a smoke-tested chapter's last cell: which preset and world its cells used."""
 
 
-ON_SMOL = ["00_setup_and_models", "01_generate_and_rank", "02_agreement_and_pairs", "03_reward_models"]
-"""The chapters that read the preset's own world (`worlds.load(cfg)`), so they run on smol, in the
-RealToxicityPrompts world. Issue 11 asks for every chapter; the others still warn under LAB_PRESET=smol."""
+def _on_smol(monkeypatch, smol_cache) -> None:
+    monkeypatch.setenv("LAB_SETTINGS", SMOL_SMOKE_SETTINGS)
+    # the session's dequantised SmolLM2 (the `smol` fixture): no second dequantisation
+    monkeypatch.setenv("LABKIT_CACHE", str(smol_cache))
 
-SMOL_SMOKE_SETTINGS = "num_eval_prompts=7 max_new_tokens=8 reward.max_steps=8"
-"""`LAB_SETTINGS` of the smol smoke test: sizes that keep a chapter within about a minute on a CPU."""
+
+ON_SMOL = [p.stem for p in NOTEBOOKS if p.stem[:2] not in ("06", "08")]
+"""The chapters smoke-tested on smol in order, in one folder (`smol_course`); 06 and 08 start cold
+(`test_a_chapter_starts_cold`)."""
+
+
+@pytest.fixture(scope="module")
+def smol_course(tmp_path_factory):
+    """One chapters folder for the smol smoke test, empty before chapter 00, as on a learner's laptop."""
+    return tmp_path_factory.mktemp("smol-course")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stem", ON_SMOL)
-def test_a_chapter_runs_on_smol_in_its_own_world(stem, tmp_path, monkeypatch, smol, smol_cache):
+def test_a_chapter_runs_on_smol_in_its_own_world(stem, smol_course, monkeypatch, smol, smol_cache):
     """The smoke test at reduced sizes: the chapter runs with LAB_PRESET=smol, on SmolLM2 in the
-    RealToxicityPrompts world (its first cell shows the preset), and writes only to smol's subfolder."""
-    monkeypatch.setenv("LAB_SETTINGS", SMOL_SMOKE_SETTINGS)
-    # the session's dequantised SmolLM2 (the `smol` fixture): no second dequantisation
-    monkeypatch.setenv("LABKIT_CACHE", str(smol_cache))
-    printed = outputs_text(_execute(NOTEBOOKS[0].parent / f"{stem}.ipynb", tmp_path, monkeypatch, preset="smol"))
-    assert "policy='smol'" in printed and "world='rtp'" in printed
-    assert [] == [p.name for p in tmp_path.iterdir() if p.name != "smol"]  # nothing in the tiny preset's folders
+    RealToxicityPrompts world, after the chapters before it (from smol's shipped rankings: no tiny file),
+    and writes only to smol's subfolder."""
+    _on_smol(monkeypatch, smol_cache)
+    chapter = NOTEBOOKS[0].parent / f"{stem}.ipynb"
+    printed = outputs_text(_execute(chapter, smol_course, monkeypatch, "smol", WHAT_RAN))
+    assert "ran on smol in the world rtp" in printed
+    assert [] == [p.name for p in smol_course.iterdir() if p.name != "smol"]  # nothing in the tiny preset's folders
+
+
+@pytest.mark.slow
+def test_a_chapter_starts_cold(tmp_path, monkeypatch, smol, smol_cache):
+    """A chapter alone in an empty folder, with the shipped rankings only, trains the reward model and the PPO
+    policy it needs, and runs (06). Chapter 08 then runs in that folder with no chapter 03, 04, 05 or 07 before
+    it: it looks for what it needs in 06 too, and loads it. Both run on smol at the smoke test's sizes (the
+    code path is the preset's; on tiny, a cold 06 and 08 took 330 s of CI for the same calls), which makes
+    them smol's smoke test of 06 and 08."""
+    _on_smol(monkeypatch, smol_cache)
+    chapter = NOTEBOOKS[0].parent / "06_toxicity_before_and_after.ipynb"
+    printed = outputs_text(_execute(chapter, tmp_path, monkeypatch, "smol", WHAT_RAN))
+    assert "trained on the shipped rankings" in printed
+    assert "PPO policy trained" in printed
+    assert "ran on smol in the world rtp" in printed
+    chapter = NOTEBOOKS[0].parent / "08_making_it_practical.ipynb"
+    printed = outputs_text(_execute(chapter, tmp_path, monkeypatch, "smol", WHAT_RAN))
+    folder = tmp_path / "smol"  # presets.workdir: another preset's chapters keep to its subfolder
+    assert f"loaded from {folder / '06' / 'reward_model'}" in printed
+    assert f"PPO policy loaded ({folder / '06' / 'ppo'})" in printed
+    assert "ran on smol in the world rtp" in printed
+    saved_elsewhere = [p for ch in ("03", "04", "05", "07") if (folder / ch).is_dir() for p in (folder / ch).iterdir()]
+    assert [] == saved_elsewhere  # looking there creates the folder (presets.workdir), nothing is saved in it
+    assert ["smol"] == [p.name for p in tmp_path.iterdir()]
 
 
 def simulated_learner_file(folder: Path, num_items: int = 12) -> int:
@@ -173,6 +200,11 @@ def test_prepare_runs_the_chapters_in_order_and_times_them(tmp_path, capsys, mon
     assert "02_broken.ipynb failed" in err and "--chapters 02" in err and "no reward model here" in err
     assert 2 == cli.main(["prepare", "--notebooks", str(book), "--chapters", "09"])
     assert "no chapter 09" in capsys.readouterr().err
-    # the chapters are written for the assistant world: a preset of another world is refused before any runs
-    assert 2 == cli.main(["prepare", "--notebooks", str(book), "--workdir", str(tmp_path / "smol"), "--preset", "smol"])
-    assert "runs in the 'rtp' world" in capsys.readouterr().err and not (tmp_path / "smol").exists()
+    # --preset reaches the kernels as LAB_PRESET: every chapter reads the preset's own world
+    smol_book = tmp_path / "smol_book"
+    smol_book.mkdir()
+    _notebook(smol_book / "00_which.ipynb", save + "(folder / 'preset.txt').write_text(os.environ['LAB_PRESET'])")
+    assert 0 == cli.main(
+        ["prepare", "--notebooks", str(smol_book), "--workdir", str(tmp_path / "w"), "--preset", "smol"]
+    )
+    assert "smol" == (tmp_path / "w" / "preset.txt").read_text()

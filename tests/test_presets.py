@@ -126,17 +126,13 @@ def test_command_line_settings_read_values_as_json_else_text():
         parse_settings(["kl_coef"])
 
 
-def test_lab_preset_of_another_world_warns_where_a_chapter_asks_for_tiny(monkeypatch, recwarn):
-    """A chapter asks for "tiny" (assistant world); LAB_PRESET=smol (RealToxicityPrompts world) still wins, with
-    a warning that says what breaks and what to run instead. A hub model in the same world, or no name, is silent."""
+def test_lab_preset_wins_over_the_chapters_name_silently(monkeypatch, recwarn):
+    """A chapter asks for "tiny"; LAB_PRESET=smol wins, with its own world (every chapter reads the preset's
+    world), and no warning: there is nothing to warn about."""
     monkeypatch.setenv("LAB_PRESET", "smol")
-    with pytest.warns(UserWarning, match="LAB_PRESET=smol replaces the preset 'tiny'.*labkit run --preset smol"):
-        assert "smol" == presets.load("tiny").name
-    for env, name in (("hub:./folder", "tiny"), ("smol", None), ("smol", "smol")):
-        monkeypatch.setenv("LAB_PRESET", env)
-        presets.load(name)
-    monkeypatch.setenv("LAB_PRESET", "smol")
-    assert "rtp" == presets.load("tiny", world_aware=True).world  # a chapter that reads the preset's own world
+    assert ("smol", "rtp") == (presets.load("tiny").name, presets.load("tiny").world)
+    monkeypatch.setenv("LAB_PRESET", "hub:./folder")
+    assert "assistant" == presets.load("tiny").world
     assert [] == [str(w.message) for w in recwarn]
 
 
