@@ -148,7 +148,7 @@ def _load_encoder(path: str) -> tuple:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("LABKIT_CACHE")
+    root = os.environ.get("LABKIT_CACHE") or None  # an empty one is unset, not the current folder
     if root is None:
         import platformdirs
 

@@ -78,9 +78,10 @@ def find_smol_gguf() -> Path:
 
 
 def smol_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """Where the dequantised SmolLM2 is cached: `cache_dir`, `$LABKIT_CACHE`, or the user cache."""
+    """Where the dequantised SmolLM2 is cached: `cache_dir`, `$LABKIT_CACHE` (an empty one counts as unset,
+    not as the current folder), or the user cache."""
     if cache_dir is None:
-        cache_dir = os.environ.get("LABKIT_CACHE")
+        cache_dir = os.environ.get("LABKIT_CACHE") or None
     if cache_dir is None:
         import platformdirs
 

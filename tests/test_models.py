@@ -180,3 +180,16 @@ def test_smol_loads_from_wheel_and_generates(smol, smol_cache):
     assert "Paris" in text
     again, _ = models.load_policy("smol", cache_dir=smol_cache, device="cpu")  # from the cache this time
     assert torch.equal(model.model.embed_tokens.weight, again.model.embed_tokens.weight)
+
+
+def test_an_empty_labkit_cache_means_the_user_cache_not_the_current_folder(tmp_path, monkeypatch):
+    """`LABKIT_CACHE=` (set but empty, as a shell line with a missing value leaves it) is unset: SmolLM2 and
+    the judges' heads go to the user cache, not into whatever folder the process runs in."""
+    from labkit import judge
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LABKIT_CACHE", "")
+    assert models.smol_cache_dir().is_absolute()
+    assert judge._cache_dir().is_absolute()
+    monkeypatch.setenv("LABKIT_CACHE", str(tmp_path / "mine"))
+    assert tmp_path / "mine" / "smollm2-135m-instruct" == models.smol_cache_dir()
