@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from labkit import fast_decode
 from labkit.artifacts import atomic_folder, atomic_write
 from labkit.config import seed_everything
 from labkit.models import add_lora, disabled_adapter, merged_adapter, position_ids, render_prompts
@@ -60,6 +61,7 @@ from labkit.ppo_math import (
 
 __all__ = [
     "AdaptiveKLController",
+    "DECODERS",
     "FixedKLController",
     "METRIC_DOCS",
     "PPOConfig",
@@ -76,6 +78,9 @@ __all__ = [
     "train",
     "trained_against_other",
 ]
+
+DECODERS = ("auto", "transformers")
+"""How the rollout decodes (`PPOConfig.decoder`): "auto" uses `fast_decode.LlamaDecoder` where it applies."""
 
 
 @dataclass
@@ -150,6 +155,10 @@ class PPOConfig:
     mixed_precision: str = "no"
     """"no" (float32 maths, as the weights) or "bf16": forward passes under bfloat16 autocast, weights and
     optimizer state stay float32. Must equal `accelerate launch --mixed_precision`."""
+    decoder: str = "auto"
+    """How the rollout decodes: "auto" runs a Llama-family model (the tiny model, SmolLM2) through
+    `labkit.fast_decode` (a static KV cache and fewer calls per token, the same numbers) and any other
+    through its own forward; "transformers" always uses the model's own forward (to compare the two)."""
     parallelism: str = "ddp"
     """Launched on several processes: "ddp" holds the whole model in each and averages gradients; "fsdp" splits
     weights, gradients and optimizer state across them, for full fine-tuning (lora=False) of a model one device
@@ -184,6 +193,7 @@ class PPOConfig:
             (self.sampling in ("batch", "per_prompt"), "sampling must be 'batch' or 'per_prompt'"),
             (self.mixed_precision in ("no", "bf16"), "mixed_precision must be 'no' or 'bf16'"),
             (self.parallelism in ("ddp", "fsdp"), "parallelism must be 'ddp' or 'fsdp'"),
+            (self.decoder in DECODERS, f"decoder must be one of {DECODERS}"),
             (
                 self.parallelism != "fsdp" or not self.lora,
                 "parallelism='fsdp' shards a fully fine-tuned model: set lora=False (LoRA's adapters are small "
@@ -277,6 +287,44 @@ class PPOResult:
     """Where metrics.jsonl and checkpoint/ were written, if anywhere."""
 
 
+class _ModelDecoder:
+    """Decodes with the model's own forward and its KV cache (any causal LM); the interface of
+    `fast_decode.LlamaDecoder`: `start` reads the prompts, each `next` one token per row."""
+
+    def __init__(self, model, with_states: bool):
+        self.model, self.with_states = model, with_states
+
+    def _last(self, out):
+        return out.logits[:, -1, :], out.hidden_states[-1][:, -1] if self.with_states else None
+
+    def start(self, ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int):
+        self.mask = attention_mask.long()
+        positions = position_ids(self.mask)
+        self.out = self.model(
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            output_hidden_states=self.with_states,
+        )
+        self.position = positions[:, -1:]
+        return self._last(self.out)
+
+    def next(self, tokens: torch.Tensor):
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        self.position = self.position + 1
+        self.out = self.model(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask,
+            position_ids=self.position,
+            past_key_values=self.out.past_key_values,
+            use_cache=True,
+            output_hidden_states=self.with_states,
+        )
+        return self._last(self.out)
+
+
 @torch.no_grad()
 def sample_responses(
     model,
@@ -290,6 +338,7 @@ def sample_responses(
     generator: torch.Generator | list[torch.Generator] | None = None,
     all_done: Callable[[bool], bool] | None = None,
     with_states: bool = False,
+    decoder: str = "auto",
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sample (B, <= max_new_tokens) response ids with a KV cache; finished rows are padded.
 
@@ -303,43 +352,32 @@ def sample_responses(
     softmax(logits / temperature) before any top-p cut (B, T), and the last hidden state whose logits
     chose it (B, T, H). They are what PPO's rollout would otherwise recompute in a second forward pass
     over the whole batch (the old log-probs, and the value head's input).
+
+    `decoder="auto"` decodes a Llama-family model with `fast_decode.LlamaDecoder` (a static KV cache,
+    fewer calls per token; the same numbers) and anything else, or a sharded model, with its own
+    forward; "transformers" always uses the model's own forward.
     """
-    attention_mask = query_mask.long()
-    positions = position_ids(attention_mask)
-    out = model(
-        input_ids=query_ids,
-        attention_mask=attention_mask,
-        position_ids=positions,
-        use_cache=True,
-        logits_to_keep=1,
-        output_hidden_states=with_states,
-    )
+    if decoder not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    lean = fast_decode.decoder_for(model) if decoder == "auto" and all_done is None else None
+    stepper = lean or _ModelDecoder(model, with_states)
+    logits, state = stepper.start(query_ids, query_mask, max_new_tokens)
     finished = torch.zeros(query_ids.shape[0], dtype=torch.bool, device=query_ids.device)
     tokens, logprobs, hidden = [], [], []
-    next_position = positions[:, -1:] + 1
     for _ in range(max_new_tokens):
-        logits = out.logits[:, -1, :].float() / temperature  # (B, V)
+        logits = logits.float() / temperature  # (B, V)
         next_token = _draw(top_p_filter(logits, top_p) if top_p < 1.0 else logits, generator)
         next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
         tokens.append(next_token)
         if with_states:
             logprobs.append(token_logprobs(logits, next_token))
-            hidden.append(out.hidden_states[-1][:, -1])
+            hidden.append(state)
         if eos_id is not None:
             finished |= next_token == eos_id
         done = bool(finished.all())
         if all_done(done) if all_done is not None else done:
             break
-        attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
-        out = model(
-            input_ids=next_token[:, None],
-            attention_mask=attention_mask,
-            position_ids=next_position,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-            output_hidden_states=with_states,
-        )
-        next_position = next_position + 1
+        logits, state = stepper.next(next_token)
     if with_states:
         return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1), torch.stack(hidden, dim=1)
     return torch.stack(tokens, dim=1)
@@ -575,6 +613,7 @@ class PPOTrainer:
                 self._generators(mine),
                 procs.all if cfg.parallelism == "fsdp" else None,
                 with_states=from_sampler,
+                decoder=cfg.decoder,
             )
         raw = sampled[0] if from_sampler else sampled
         my_response, my_mask = truncate_after_eos(raw, tok.eos_token_id, tok.pad_token_id)  # (B, T)
@@ -931,9 +970,18 @@ def _check_same_reward(path: Path, saved: dict | None, now: dict) -> None:
 
 
 _FREE_ON_RESUME = frozenset(
-    {"total_steps", "log_every", "sample_table_every", "checkpoint_every", "output_dir", "gradient_accumulation_steps"}
+    {
+        "total_steps",
+        "log_every",
+        "sample_table_every",
+        "checkpoint_every",
+        "output_dir",
+        "gradient_accumulation_steps",
+        "decoder",
+    }
 )
-"""PPOConfig fields a resumed run may change: how long, how loud, and how a minibatch is cut into pieces."""
+"""PPOConfig fields a resumed run may change: how long, how loud, how a minibatch is cut into pieces, and how
+the rollout decodes (each changes nothing but float rounding)."""
 
 
 def _config_changes(saved_config: dict, cfg: PPOConfig) -> list[str]:
