@@ -20,6 +20,7 @@ __all__ = [
     "evaluate",
     "evaluate_metrics",
     "exercises",
+    "fast_decode",
     "feedback",
     "generate",
     "guardrails",

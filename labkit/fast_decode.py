@@ -167,6 +167,13 @@ class LlamaDecoder:
         self.positions = self.positions[:, -1:]
         return logits, hidden
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only `rows` (indices into the rows held now) for the tokens that follow: the rollout drops
+        replies that have ended, so the rest of the batch is decoded without them."""
+        self.keys = self.keys.index_select(1, rows)
+        self.values = self.values.index_select(1, rows)
+        self.valid, self.positions = self.valid[rows], self.positions[rows]
+
     def next(self, tokens: torch.Tensor):
         """Append one token per row (B,) and return the (logits, hidden) that predict the one after it."""
         if self.keys is None or self.length >= self.keys.shape[3]:

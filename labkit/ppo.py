@@ -362,39 +362,58 @@ def sample_responses(
     lean = fast_decode.decoder_for(model) if decoder == "auto" and all_done is None else None
     stepper = lean or _ModelDecoder(model, with_states)
     logits, state = stepper.start(query_ids, query_mask, max_new_tokens)
-    finished = torch.zeros(query_ids.shape[0], dtype=torch.bool, device=query_ids.device)
+    batch = query_ids.shape[0]
+    held = torch.arange(batch, device=query_ids.device)  # the rows the decoder computes: LlamaDecoder drops ended ones
+    finished = torch.zeros(batch, dtype=torch.bool, device=query_ids.device)
     tokens, logprobs, hidden = [], [], []
     for _ in range(max_new_tokens):
-        logits = logits.float() / temperature  # (B, V)
-        next_token = _draw(top_p_filter(logits, top_p) if top_p < 1.0 else logits, generator)
+        logits = logits.float() / temperature  # (rows held, V)
+        drawn = _draw(top_p_filter(logits, top_p) if top_p < 1.0 else logits, generator, held, batch)
+        next_token = held.new_full((batch,), pad_id).index_copy_(0, held, drawn)
         next_token = torch.where(finished, torch.full_like(next_token, pad_id), next_token)
         tokens.append(next_token)
-        if with_states:
-            logprobs.append(token_logprobs(logits, next_token))
-            hidden.append(state)
+        if with_states:  # an ended row's entries are zeros: the caller masks them
+            logprobs.append(logits.new_zeros(batch).index_copy_(0, held, token_logprobs(logits, next_token[held])))
+            hidden.append(state.new_zeros(batch, state.shape[-1]).index_copy_(0, held, state))
         if eos_id is not None:
             finished |= next_token == eos_id
         done = bool(finished.all())
         if all_done(done) if all_done is not None else done:
             break
-        logits, state = stepper.next(next_token)
+        going = (~finished[held]).nonzero().squeeze(1)
+        if lean is not None and len(going) <= 0.75 * len(held):  # copying the cache costs: only now and then
+            lean.keep(going)
+            held = held[going]
+        logits, state = stepper.next(next_token[held])
     if with_states:
         return torch.stack(tokens, dim=1), torch.stack(logprobs, dim=1), torch.stack(hidden, dim=1)
     return torch.stack(tokens, dim=1)
 
 
-def _draw(logits: torch.Tensor, generator: torch.Generator | list[torch.Generator] | None) -> torch.Tensor:
+def _draw(
+    logits: torch.Tensor,
+    generator: torch.Generator | list[torch.Generator] | None,
+    rows: torch.Tensor | None = None,
+    batch: int | None = None,
+) -> torch.Tensor:
     """One token per row from softmax(logits): from one stream, or from each row's own stream.
 
     Inverse transform sampling: the first token whose cumulative probability exceeds one uniform draw
     per row. It samples softmax(logits) exactly (in float64) and draws B numbers, not B x V: on this
     CPU about 20x faster per token than torch.multinomial at batch 32, at the tiny vocabulary and at SmolLM2's.
+
+    `logits` may hold only some `rows` of a `batch` (the replies still going): one stream still draws
+    `batch` numbers and uses those rows' (so the stream, and every later token, is what it would be with
+    every row present), and a list of streams draws from those rows' own.
     """
     cumulative = torch.softmax(logits, dim=-1, dtype=torch.float64).cumsum_(dim=-1)  # (B, V)
     if isinstance(generator, list):
-        uniform = torch.cat([torch.rand(1, generator=g, device=logits.device, dtype=torch.float64) for g in generator])
+        streams = generator if rows is None else [generator[r] for r in rows.tolist()]
+        uniform = torch.cat([torch.rand(1, generator=g, device=logits.device, dtype=torch.float64) for g in streams])
     else:
-        uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device, dtype=torch.float64)
+        n = logits.shape[0] if batch is None else batch
+        uniform = torch.rand(n, generator=generator, device=logits.device, dtype=torch.float64)
+        uniform = uniform if rows is None else uniform[rows]
     target = uniform[:, None] * cumulative[:, -1:]
     # right=True: the first index whose cumulative sum is above the draw, so a token of probability 0 is never chosen
     return torch.searchsorted(cumulative, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)

@@ -7,7 +7,7 @@ import torch
 from conftest import make_tiny_lm
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from labkit import fast_decode, models, ppo
+from labkit import fast_decode, models, ppo, ppo_math
 
 PROMPTS = ["<s><|user|>Hi<|assistant|>", "<s><|user|>Tell me more about it<|assistant|>", "<s><|user|>Why<|assistant|>"]
 
@@ -78,6 +78,49 @@ def test_sampling_is_the_same_with_either_decoder(tiny_tokenizer):
     torch.testing.assert_close(hidden_a, hidden_b, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="decoder must be one of"):
         ppo.sample_responses(*args, decoder="vllm")
+
+
+@pytest.mark.parametrize("streams", ["one", "per_row"])
+def test_ended_replies_leave_the_batch_and_change_nothing(tiny_tokenizer, monkeypatch, streams):
+    """The decoder drops replies that have ended (copying its cache once a quarter of those it holds have):
+    every row's tokens, and its log-probs and hidden states up to its end, are those of decoding all rows to
+    the end with the model's own forward, from one random stream or from one per row."""
+    model = make_tiny_lm(tiny_tokenizer)
+    enc = tiny_tokenizer(
+        [f"<s><|user|>{w}<|assistant|>" for w in "Hi Why How What Tell Show Give Name".split()],
+        return_tensors="pt",
+        padding=True,
+        padding_side="left",
+        add_special_tokens=False,
+    )
+    ids, mask = enc["input_ids"], enc["attention_mask"]
+
+    def generator():
+        if streams == "one":
+            return torch.Generator().manual_seed(2)
+        return [torch.Generator().manual_seed(100 + row) for row in range(len(ids))]
+
+    pad = tiny_tokenizer.pad_token_id
+    free = ppo.sample_responses(model, ids, mask, 16, None, pad, generator=generator(), decoder="transformers")
+    counts = torch.bincount(free[:, :-1].flatten(), minlength=model.config.vocab_size)
+    eos = int(counts.argmax())  # the token drawn most often: called EOS, it ends replies at different lengths
+    kept = []
+    monkeypatch.setattr(
+        fast_decode.LlamaDecoder,
+        "keep",
+        lambda self, rows, _keep=fast_decode.LlamaDecoder.keep: (kept.append(len(rows)), _keep(self, rows)),
+    )
+    runs = [
+        ppo.sample_responses(model, ids, mask, 16, eos, pad, generator=generator(), with_states=True, decoder=d)
+        for d in ppo.DECODERS
+    ]
+    assert kept, "no reply ended early enough for the decoder to drop one: the test would check nothing"
+    (ids_a, logp_a, hidden_a), (ids_b, logp_b, hidden_b) = runs
+    assert torch.equal(ids_a, ids_b)
+    _, valid = ppo_math.truncate_after_eos(ids_a, eos, pad)
+    assert not valid.all() and valid.any(dim=1).all()
+    torch.testing.assert_close(logp_a[valid], logp_b[valid], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(hidden_a[valid], hidden_b[valid], atol=1e-5, rtol=1e-5)
 
 
 def test_lora_merged_or_off_and_never_half_applied(tiny_tokenizer):
