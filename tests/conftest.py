@@ -33,12 +33,13 @@ def tiny_tokenizer():
     return train_tokenizer(FIXTURE_TEXTS, vocab_size=320)
 
 
-def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2):
-    """A random Llama of a few thousand parameters that speaks `tokenizer`'s ids."""
+def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2, **overrides):
+    """A random Llama of a few thousand parameters that speaks `tokenizer`'s ids; `overrides` change its
+    LlamaConfig (e.g. num_key_value_heads=2 for grouped-query attention)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    settings = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -51,6 +52,7 @@ def make_tiny_lm(tokenizer, seed: int = 0, hidden: int = 32, layers: int = 2):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    config = LlamaConfig(**{**settings, **overrides})
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import make_tiny_lm
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import GPT2Config, GPT2LMHeadModel
 
 from labkit import fast_decode, models, ppo, ppo_math
 
@@ -14,18 +14,7 @@ PROMPTS = ["<s><|user|>Hi<|assistant|>", "<s><|user|>Tell me more about it<|assi
 
 def llama(tokenizer, **overrides):
     """A random Llama with grouped-query attention (4 query heads share 2 key/value heads) unless overridden."""
-    torch.manual_seed(0)
-    config = dict(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return LlamaForCausalLM(LlamaConfig(**{**config, **overrides})).eval()
+    return make_tiny_lm(tokenizer, **{"num_key_value_heads": 2, **overrides})
 
 
 def batch(tokenizer):
