@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from labkit.models import position_ids
+
 __all__ = ["LlamaDecoder", "decoder_for"]
 
 
@@ -158,7 +160,7 @@ class LlamaDecoder:
         self.values = torch.zeros(shape, dtype=dtype, device=ids.device)
         self.valid = torch.zeros(B, P + max_new_tokens, dtype=torch.bool, device=ids.device)
         self.valid[:, :P] = attention_mask.bool()
-        self.positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # skips the left padding
+        self.positions = position_ids(attention_mask)  # skips the left padding, as the model's own sampling
         self.length = 0
         causal = torch.ones(P, P, dtype=torch.bool, device=ids.device).tril()
         # A padding position sees itself too: no query row is all masked (its output is never read).
