@@ -46,10 +46,10 @@ from labkit.ppo_math import (
     KL_ESTIMATORS,
     AdaptiveKLController,
     FixedKLController,
-    entropy_from_logits,
     explained_variance,
     gae,
     kl_penalty,
+    logprobs_and_entropy,
     masked_mean,
     masked_whiten,
     policy_loss,
@@ -81,6 +81,11 @@ __all__ = [
 
 DECODERS = ("auto", "transformers")
 """How the rollout decodes (`PPOConfig.decoder`): "auto" uses `fast_decode.LlamaDecoder` where it applies."""
+
+PIECE_OVERHEAD_TOKENS = 128
+"""What one extra forward (and backward) pass costs, in tokens' worth of arithmetic: about 128 for the tiny
+model on a 2-core CPU (15-20 ms a pass, 0.12 ms a token), fewer on bigger models. `_length_pieces` splits
+a minibatch only where the padding it saves costs more than this."""
 
 
 @dataclass
@@ -419,6 +424,42 @@ def _draw(
     return torch.searchsorted(cumulative, target, right=True).squeeze(-1).clamp_(max=logits.shape[-1] - 1)
 
 
+def _length_pieces(
+    rows: torch.Tensor, query_mask: torch.Tensor, response_mask: torch.Tensor
+) -> list[tuple[torch.Tensor, int, int]]:
+    """`rows` of the batch in pieces of similar length, each as (rows, first column, response length).
+
+    The batch is padded to its longest prompt (on the left) and its longest reply (on the right), and a
+    third of what a forward pass reads can be padding. A piece reads only the columns its own rows use,
+    and rows of similar length go together; a piece costs PIECE_OVERHEAD_TOKENS more, so the split is the
+    one with the least padding plus overhead (a search over the rows sorted by length). The rows'
+    log-probs and values are those of the whole, up to float rounding: padding never reaches them.
+    """
+    n = rows.numel()
+    if n == 0:
+        return [(rows, 0, response_mask.shape[1])]
+    prompt_len = query_mask[rows].sum(1).tolist()
+    reply_len = response_mask[rows].sum(1).tolist()
+    order = sorted(range(n), key=lambda i: (reply_len[i], prompt_len[i]))
+    # best[j]: least cost of the first j sorted rows; cut[j]: where its last piece starts.
+    best, cut = [0.0] + [float("inf")] * n, [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest_prompt = 0
+        for i in range(j - 1, -1, -1):  # the last piece is sorted rows i..j-1; the longest reply is j-1's
+            longest_prompt = max(longest_prompt, prompt_len[order[i]])
+            cost = best[i] + PIECE_OVERHEAD_TOKENS + (j - i) * (longest_prompt + reply_len[order[j - 1]])
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    pieces, j = [], n
+    while j > 0:
+        i = cut[j]
+        members = [order[k] for k in range(i, j)]
+        width = max(prompt_len[k] for k in members)
+        pieces.append((rows[members], query_mask.shape[1] - width, reply_len[order[j - 1]]))
+        j = i
+    return pieces[::-1]
+
+
 def _derived_seed(*keys: int) -> int:
     """A seed that is a function of `keys` alone: (seed, process) for a process's stream, (seed, step, row) for
     one reply's stream under sampling="per_prompt"."""
@@ -459,22 +500,44 @@ class _PolicyAndValue(nn.Module):
         self.policy, self.value_head, self.value_model = policy, value_head, value_model
         self.temperature = temperature
 
-    def forward(self, input_ids, attention_mask, response_len: int):
-        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)."""
-        kwargs = dict(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids(attention_mask),
-            logits_to_keep=response_len + 1,
-        )
+    def forward(self, input_ids, attention_mask, response_mask):
+        """Temperature-scaled logits (N, V) choosing the N response tokens (`_model_inputs`), and values (B, T)."""
+        kwargs = _model_inputs(input_ids, attention_mask, response_mask)
         out = self.policy(**kwargs, output_hidden_states=True)
-        logits = out.logits[:, :-1].float() / self.temperature
+        logits = _at_temperature(out.logits, self.temperature)
         # V(s_t) reads the same position whose logits choose token t: the state before the action.
         if self.value_model is None:
             hidden = out.hidden_states[-1]
         else:
             hidden = self.value_model(**{**kwargs, "logits_to_keep": 1}, output_hidden_states=True).hidden_states[-1]
+        response_len = response_mask.shape[1]
         return logits, self.value_head(hidden[:, -response_len - 1 : -1]).float()
+
+
+def _model_inputs(input_ids, attention_mask, response_mask) -> dict[str, torch.Tensor]:
+    """Keyword arguments for a causal LM's forward pass over prompt + response (the response is the last T
+    columns) that computes logits only where they choose a real response token: response_mask's True
+    entries, row by row, as one (N, V) tensor. The vocabulary-wide work then skips the padding."""
+    keep = torch.zeros_like(attention_mask, dtype=torch.bool)
+    length, response_len = attention_mask.shape[1], response_mask.shape[1]
+    keep[:, length - response_len - 1 : length - 1] = response_mask
+    return dict(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids(attention_mask),
+        logits_to_keep=keep,
+    )
+
+
+def _at_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Logits in float32 divided by the sampling temperature, as the sampler used them."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def _per_token(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The N values of mask's True entries (row by row) laid out as mask's (B, T), 0 elsewhere."""
+    return values.new_zeros(mask.shape).masked_scatter(mask, values)
 
 
 class PPOTrainer:
@@ -555,23 +618,26 @@ class PPOTrainer:
         self.output_dir = Path(cfg.output_dir) if cfg.output_dir else None
 
     # -- forward passes ------------------------------------------------------------------------
-    def _forward(self, input_ids, attention_mask, response_len: int, reference: bool = False):
-        """Temperature-scaled logits (B, T, V) predicting the response tokens, and values (B, T)
-        (None for the reference). Gradients reach the weights through the DDP wrapper when launched."""
+    def _forward(self, input_ids, attention_mask, response_mask, reference: bool = False):
+        """Temperature-scaled logits (N, V) choosing the N real response tokens (response_mask's True
+        entries, row by row; the response is the last T columns), and values (B, T) (None for the
+        reference). Gradients reach the weights through the DDP wrapper when launched."""
         with self._autocast():
             if not reference:
                 model = self.trainable_ddp if torch.is_grad_enabled() else self.trainable
-                return model(input_ids, attention_mask, response_len)
-            kwargs = dict(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids(attention_mask),
-                logits_to_keep=response_len + 1,
-            )
+                return model(input_ids, attention_mask, response_mask)
+            kwargs = _model_inputs(input_ids, attention_mask, response_mask)
             if self.ref_model is not None:
-                return self.ref_model(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
+                return _at_temperature(self.ref_model(**kwargs).logits, self.cfg.temperature), None
             with disabled_adapter(self.policy):
-                return self.policy(**kwargs).logits[:, :-1].float() / self.cfg.temperature, None
+                return _at_temperature(self.policy(**kwargs).logits, self.cfg.temperature), None
+
+    def _pieces(self, rows: torch.Tensor, query_mask: torch.Tensor, response_mask: torch.Tensor):
+        """`rows` in pieces of similar length for the forward passes (`_length_pieces`), or whole under FSDP,
+        where every process must run the same number of forward passes."""
+        if self.cfg.parallelism == "fsdp":
+            return [(rows, 0, response_mask.shape[1])]
+        return _length_pieces(rows, query_mask, response_mask)
 
     def _autocast(self):
         """bfloat16 autocast with `cfg.mixed_precision="bf16"`, else nothing changes."""
@@ -655,20 +721,32 @@ class PPOTrainer:
         mask = b_mask.float()
 
         # 3. log-probs of the sampled tokens under policy and reference (same temperature), and values.
+        # Each forward pass reads its rows' own columns only (`_length_pieces`); padding is left at 0.
+        Q = b_query.shape[1]
         with torch.no_grad():
-            b_logp, b_values, b_ref_logp = [], [], []
+            my_logp, my_values, my_ref_logp = (
+                torch.zeros(mine.stop - mine.start, T, device=self.device) for _ in range(3)
+            )
             for s in range(mine.start, mine.stop, cfg.mini_batch_size):  # chunks bound the activation memory
-                rows = slice(s, min(s + cfg.mini_batch_size, mine.stop))
-                if not from_sampler:
-                    logits, values = self._forward(b_input_ids[rows], b_attention[rows], T)
-                    b_logp.append(token_logprobs(logits, b_response[rows]))
-                    b_values.append(values)
-                ref_logits, _ = self._forward(b_input_ids[rows], b_attention[rows], T, reference=True)
-                b_ref_logp.append(token_logprobs(ref_logits, b_response[rows]))
+                chunk = torch.arange(s, min(s + cfg.mini_batch_size, mine.stop), device=self.device)
+                for rows, first, t in self._pieces(chunk, b_query_mask, b_mask):
+                    ids, att, out = (
+                        b_input_ids[rows, first : Q + t],
+                        b_attention[rows, first : Q + t],
+                        rows - mine.start,
+                    )
+                    m = b_mask[rows, :t]
+                    tokens = b_response[rows, :t][m]
+                    if not from_sampler:
+                        logits, values = self._forward(ids, att, m)
+                        my_logp[out, :t] = _per_token(token_logprobs(logits, tokens), m)
+                        my_values[out, :t] = values
+                    ref_logits, _ = self._forward(ids, att, m, reference=True)
+                    my_ref_logp[out, :t] = _per_token(token_logprobs(ref_logits, tokens), m)
             if from_sampler:  # this process's rows, padded to the batch's longest reply
                 _, my_logp, my_hidden = sampled
-                b_logp, b_values = [my_logp], [self.value_head(my_hidden).float()]
-            b_logp, b_values, b_ref_logp = (procs.gather(torch.cat(x)) * mask for x in (b_logp, b_values, b_ref_logp))
+                my_values = self.value_head(my_hidden).float()
+            b_logp, b_values, b_ref_logp = (procs.gather(x) * mask for x in (my_logp, my_values, my_ref_logp))
 
             # 4. rewards: -beta * KL on every token, plus the score on the last one (the EOS, or the cut-off).
             kl_coef = self.kl_ctl.value
@@ -699,20 +777,25 @@ class PPOTrainer:
                 mb_mine = mb_all[procs.rank :: procs.size]
                 self.optimizer.zero_grad(set_to_none=True)
                 mb_stats = torch.zeros(6, device=self.device)
-                for k, mb in enumerate(mb_mine.chunk(pieces)):
-                    mb_mask = mask[mb]
+                passes = [p for chunk in mb_mine.chunk(pieces) for p in self._pieces(chunk, b_query_mask, b_mask)]
+                for k, (mb, first, t) in enumerate(passes):
+                    m = b_mask[mb, :t]
+                    mb_mask = m.float()
                     weight = mb_mask.sum() / mb_tokens  # this piece's share of the minibatch's tokens
-                    last_piece = k == pieces - 1
+                    last_piece = k == len(passes) - 1
                     with contextlib.nullcontext() if last_piece else procs.no_sync(self.trainable_ddp):
-                        logits, mb_values = self._forward(b_input_ids[mb], b_attention[mb], T)
-                        mb_logp = token_logprobs(logits, b_response[mb])
+                        logits, mb_values = self._forward(
+                            b_input_ids[mb, first : Q + t], b_attention[mb, first : Q + t], m
+                        )
+                        token_logp, token_entropy = logprobs_and_entropy(logits, b_response[mb, :t][m])
+                        mb_logp = _per_token(token_logp, m)
                         pg_loss, clipfrac, approxkl = policy_loss(
-                            mb_logp, b_logp[mb], b_advantages[mb], mb_mask, cfg.clip_range
+                            mb_logp, b_logp[mb, :t], b_advantages[mb, :t], mb_mask, cfg.clip_range
                         )
                         v_loss, vf_clipfrac = value_loss(
-                            mb_values, b_values[mb], b_returns[mb], mb_mask, cfg.clip_range_value
+                            mb_values, b_values[mb, :t], b_returns[mb, :t], mb_mask, cfg.clip_range_value
                         )
-                        entropy = masked_mean(entropy_from_logits(logits), mb_mask)
+                        entropy = token_entropy.sum() / max(token_entropy.numel(), 1)
                         loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * entropy
                         (loss * (weight * procs.size)).backward()  # alone and in one piece, weight is 1
                     parts = (pg_loss, v_loss, clipfrac, approxkl, vf_clipfrac, entropy)

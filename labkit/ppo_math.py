@@ -26,6 +26,7 @@ __all__ = [
     "explained_variance",
     "gae",
     "kl_penalty",
+    "logprobs_and_entropy",
     "masked_mean",
     "masked_var",
     "masked_whiten",
@@ -148,6 +149,37 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     """log softmax(logits)[token] at each position: logits (..., V) and tokens (...) give (...)."""
     return torch.log_softmax(logits, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+class _LogprobsAndEntropy(torch.autograd.Function):
+    """`token_logprobs` and `entropy_from_logits` in one pass over the logits, with their gradient written
+    out: d log p_k / dz = onehot(k) - p and dH / dz = -p * (log p + H). Autograd through the two separate
+    functions makes a dozen temporaries the size of the logits; this makes two."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor):
+        lse = torch.logsumexp(logits, dim=-1)
+        entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        logp = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - lse
+        ctx.save_for_backward(logits, tokens, lse, entropy)
+        return logp, entropy
+
+    @staticmethod
+    def backward(ctx, grad_logp: torch.Tensor, grad_entropy: torch.Tensor):
+        logits, tokens, lse, entropy = ctx.saved_tensors
+        log_probs = logits - lse.unsqueeze(-1)
+        probs = log_probs.exp()
+        # -p * (g_logp + g_H * (log p + H)), in place, then + g_logp on the sampled token
+        grad = log_probs.mul_(-grad_entropy.unsqueeze(-1))
+        grad.sub_((grad_logp + grad_entropy * entropy).unsqueeze(-1)).mul_(probs)
+        grad.scatter_add_(-1, tokens.unsqueeze(-1), grad_logp.unsqueeze(-1).to(grad.dtype))
+        return grad, None
+
+
+def logprobs_and_entropy(logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token_logprobs(logits, tokens), entropy_from_logits(logits)), computed together: the update needs
+    both, and on a small model their passes over the (..., V) logits cost as much as a layer."""
+    return _LogprobsAndEntropy.apply(logits, tokens)
 
 
 def explained_variance(values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -112,12 +112,15 @@ def test_reference_logprobs_are_the_base_model(tiny_tokenizer):
     enc = tiny_tokenizer(trainer.rendered, return_tensors="pt", padding=True, add_special_tokens=False)
     ids = torch.cat([enc["input_ids"], enc["input_ids"][:, -4:]], dim=1)
     attn = torch.cat([enc["attention_mask"], torch.ones(3, 4, dtype=torch.long)], dim=1)
+    response_mask = torch.tensor([[True] * 4, [True] * 4, [True, True, False, False]])
     with torch.no_grad():
-        ref_logits, _ = trainer._forward(ids, attn, 4, reference=True)
-        policy_logits, _ = trainer._forward(ids, attn, 4)
-        expected = sequence_logprobs(base, ids, attn, ids.shape[1] - 4)
-    assert torch.allclose(token_logprobs(ref_logits, ids[:, -4:]), expected, atol=1e-5)
-    assert not torch.allclose(token_logprobs(policy_logits, ids[:, -4:]), expected, atol=1e-3)
+        ref_logits, _ = trainer._forward(ids, attn, response_mask, reference=True)
+        policy_logits, _ = trainer._forward(ids, attn, response_mask)
+        expected = sequence_logprobs(base, ids, attn, ids.shape[1] - 4)[response_mask]
+    tokens = ids[:, -4:][response_mask]  # the logits of the masked tokens only, row by row
+    assert ref_logits.shape == (10, model.config.vocab_size)
+    assert torch.allclose(token_logprobs(ref_logits, tokens), expected, atol=1e-5)
+    assert not torch.allclose(token_logprobs(policy_logits, tokens), expected, atol=1e-3)
 
 
 def test_large_kl_coef_keeps_kl_small(tiny_tokenizer):
@@ -544,3 +547,48 @@ def test_plain_prompting_puts_the_prompt_as_text_to_continue(tiny_lm):
     assert math.isfinite(trainer.step()["objective/kl"])
     with pytest.raises(ValueError, match="prompting must be 'chat' or 'plain'"):
         PPOConfig(prompting="shout")
+
+
+def test_length_pieces_cover_every_row_once_and_only_its_columns():
+    """Rows go into pieces of similar length; each piece's columns hold all of its rows' tokens."""
+    prompt_len = torch.tensor([3, 5, 2, 4, 5, 1] * 2)
+    reply_len = torch.tensor([1, 30, 2, 29, 3, 30] * 2)
+    query_mask = torch.arange(6)[None] >= 6 - prompt_len[:, None]  # left padded to 6
+    response_mask = torch.arange(30)[None] < reply_len[:, None]  # right padded to 30
+    rows = torch.arange(12)
+    pieces = ppo._length_pieces(rows, query_mask.long(), response_mask)
+    assert sorted(int(r) for piece, _, _ in pieces for r in piece) == list(range(12))
+    for piece, first, t in pieces:
+        assert (6 - first) >= prompt_len[piece].max() and t >= reply_len[piece].max()
+        assert query_mask[piece, :first].sum() == 0 and response_mask[piece, t:].sum() == 0
+    assert sorted(reply_len[piece].max().item() for piece, _, _ in pieces) == [3, 30]  # short apart from long
+    padded = sum(len(piece) * (6 - first + t) for piece, first, t in pieces)
+    assert padded < 12 * (6 + 30) - ppo.PIECE_OVERHEAD_TOKENS  # the split pays for its extra pass
+    assert len(ppo._length_pieces(rows[:6], query_mask.long(), response_mask)) == 1  # too few rows to pay
+    same = torch.ones(4, 8, dtype=torch.bool)  # rows of one length: splitting saves nothing
+    assert len(ppo._length_pieces(torch.arange(4), same.long(), same)) == 1
+
+
+def test_a_minibatch_in_length_pieces_makes_the_update_of_one_piece(tiny_tokenizer, monkeypatch):
+    """Forward passes over rows of similar length, each on its own columns, change nothing but float rounding:
+    the same metrics and the same adapters as one pass over the whole padded minibatch."""
+    prompts = ["Hi", "What is a good way to sleep better at night?", "Tell me about basil", "Yo"]
+
+    def run():
+        cfg = small_cfg(max_new_tokens=12, total_steps=2, kl_coef=0.05)
+        return PPOTrainer(peaky_lm(tiny_tokenizer), tiny_tokenizer, prompts, LinearLengthReward(3), cfg).train()
+
+    calls = []
+    real = ppo._length_pieces
+    monkeypatch.setattr(ppo, "_length_pieces", lambda *a: calls.append(real(*a)) or calls[-1])
+    pieces = run()
+    assert any(len(split) > 1 for split in calls)  # the fixture's replies do differ in length
+    monkeypatch.setattr(ppo, "_length_pieces", lambda rows, q, r: [(rows, 0, r.shape[1])])
+    whole = run()
+    for a, b in zip(whole.metrics, pieces.metrics):
+        for key in a.keys() - TIMING_KEYS:
+            assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), key
+    a, b = dict(whole.policy.named_parameters()), dict(pieces.policy.named_parameters())
+    for name, p in a.items():
+        if p.requires_grad:
+            torch.testing.assert_close(b[name], p, rtol=1e-4, atol=1e-5)

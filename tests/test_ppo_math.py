@@ -13,6 +13,7 @@ from labkit.ppo_math import (
     explained_variance,
     gae,
     kl_penalty,
+    logprobs_and_entropy,
     masked_mean,
     masked_var,
     masked_whiten,
@@ -142,6 +143,25 @@ def test_entropy_from_logits():
     logits = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(1)) * 3
     expected = torch.distributions.Categorical(logits=logits).entropy()
     assert torch.allclose(entropy_from_logits(logits), expected, atol=1e-5)
+
+
+def test_logprobs_and_entropy_match_the_separate_functions_and_their_gradients():
+    """The fused pass gives token_logprobs and entropy_from_logits, and autograd's gradient of any mix of them."""
+    rng = torch.Generator().manual_seed(3)
+    logits = (torch.randn(2, 5, 13, generator=rng, dtype=torch.float64) * 3).requires_grad_()
+    tokens = torch.randint(0, 13, (2, 5), generator=rng)
+    logp, entropy = logprobs_and_entropy(logits, tokens)
+    torch.testing.assert_close(logp, ppo_math.token_logprobs(logits, tokens))
+    torch.testing.assert_close(entropy, entropy_from_logits(logits))
+    assert torch.autograd.gradcheck(lambda z: logprobs_and_entropy(z, tokens), (logits,))
+    weights = (
+        torch.randn(2, 5, generator=rng, dtype=torch.float64),
+        torch.randn(2, 5, generator=rng, dtype=torch.float64),
+    )
+    (grad,) = torch.autograd.grad((logp * weights[0] + entropy * weights[1]).sum(), logits)
+    separate = ppo_math.token_logprobs(logits, tokens) * weights[0] + entropy_from_logits(logits) * weights[1]
+    (expected,) = torch.autograd.grad(separate.sum(), logits)
+    torch.testing.assert_close(grad, expected)
 
 
 def test_truncate_after_eos_keeps_first_eos_and_pads_rest():
