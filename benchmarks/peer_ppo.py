@@ -20,6 +20,7 @@ sum_t log p_policy(y_t) - log p_ref(y_t), reference = adapters disabled.
 
     .venv/bin/python benchmarks/peer_ppo.py                       # tiny model, 20 x 8 x 4
     .venv/bin/python benchmarks/peer_ppo.py --model random --steps 2 --methods labkit,grpo
+    .venv/bin/python benchmarks/peer_ppo.py --repeats 3           # median timings of 3 rounds
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import io
 import math
 import os
 import pstats
+import statistics
 import tempfile
 import time
 import warnings
@@ -108,6 +110,9 @@ class BenchConfig:
     """torch intra-op threads."""
     profile: bool = False
     """Also cProfile one (warm) step of each method and save the top functions."""
+    repeats: int = 1
+    """Train every method this many times, the order rotated each round, and report the median timings
+    (the rewards are the same each round: every run is seeded). One round's timings swing by 20% here."""
     labkit_set: dict = field(default_factory=dict)
     """PPOConfig fields labkit runs with instead of the lab's own (`--set ppo_epochs=1`): a lever to measure."""
     extra: dict = field(default_factory=dict)
@@ -554,51 +559,81 @@ def run_benchmark(
     eval_prompts = list(eval_prompts)[: cfg.eval_prompts]
     score_texts = score_texts or make_reward(cfg.reward)
 
+    if cfg.repeats < 1:
+        raise ValueError(f"--repeats must be at least 1, got {cfg.repeats}")
     rows = {}
     base_model, base_tok = model_factory()
     rows["base"] = {"method": "base", **evaluate_policy(base_model, base_tok, eval_prompts, score_texts, cfg)}
     del base_model
-    profiles, recorders = {}, {}
-    for method in cfg.methods:
-        log(f"[peer_ppo] {method}: {cfg.steps} steps x {cfg.completions_per_step} completions")
-        model, tok = model_factory()
-        recorder = RewardRecorder(score_texts)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
-        runner = run_labkit if method == "labkit" else (lambda *a, _m=method: run_trl(_m, *a))
-        policy, record = runner(cfg, model, tok, train_prompts, recorder)
-        record.update(evaluate_policy(policy, tok, eval_prompts, score_texts, cfg))
-        record.update(
-            method=method,
-            completions=recorder.completions,
-            samples_per_s=recorder.completions / record["train_s"],
-            train_reward_first=recorder.calls[0][1] if recorder.calls else math.nan,
-            train_reward_last=recorder.last_mean(cfg.last_n),
-            train_reward_per_step=[m for _, m in recorder.calls],
-            loadavg_1min_at_start=load,
-        )
-        rows[method] = record
-        recorders[method] = recorder
-        log(
-            f"[peer_ppo] {method}: {record['samples_per_s']:.1f} samples/s, "
-            f"train reward {record['train_reward_last']:.3f}"
-            f", eval reward {record['eval_reward']:.3f}, eval KL {record['eval_kl']:.3f}"
-        )
-        del policy, model
-        if cfg.profile:
-            log(f"[peer_ppo] profiling one warm {method} step")
-            profiles[method] = profile_step(method, cfg, model_factory, train_prompts, score_texts)
+    profiles, runs = {}, {method: [] for method in cfg.methods}  # runs: (record, recorder) per round
+    for round_ in range(cfg.repeats):
+        turn = round_ % len(cfg.methods)  # each method goes first once in len(methods) rounds
+        for method in cfg.methods[turn:] + cfg.methods[:turn]:
+            log(f"[peer_ppo] {method}: {cfg.steps} steps x {cfg.completions_per_step} completions")
+            model, tok = model_factory()
+            recorder = RewardRecorder(score_texts)
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else math.nan
+            runner = run_labkit if method == "labkit" else (lambda *a, _m=method: run_trl(_m, *a))
+            policy, record = runner(cfg, model, tok, train_prompts, recorder)
+            if round_ == 0:  # the later rounds train the same policy again: they are timed, not evaluated
+                record.update(evaluate_policy(policy, tok, eval_prompts, score_texts, cfg))
+            record.update(
+                method=method,
+                completions=recorder.completions,
+                samples_per_s=recorder.completions / record["train_s"],
+                train_reward_first=recorder.calls[0][1] if recorder.calls else math.nan,
+                train_reward_last=recorder.last_mean(cfg.last_n),
+                train_reward_per_step=[m for _, m in recorder.calls],
+                loadavg_1min_at_start=load,
+            )
+            runs[method].append((record, recorder))
+            log(
+                f"[peer_ppo] {method}: {record['samples_per_s']:.1f} samples/s, "
+                f"train reward {record['train_reward_last']:.3f}"
+            )
+            del policy, model
+            if cfg.profile and round_ == 0:
+                log(f"[peer_ppo] profiling one warm {method} step")
+                profiles[method] = profile_step(method, cfg, model_factory, train_prompts, score_texts)
+    for method, method_runs in runs.items():
+        rows[method] = _median_of_rounds(method_runs)
     # At equal reward: the best final training reward any TRL method reached is the bar; how many completions
     # and seconds did each method need before its rolling mean (last_n batches) first reached it?
-    peers = [m for m in recorders if m != "labkit"]
+    peers = [m for m in runs if m != "labkit"]
     if peers:
         bar = max(rows[m]["train_reward_last"] for m in peers)
-        for method, recorder in recorders.items():
-            rows[method]["to_peer_reward"] = {
-                "target": bar,
-                "window": cfg.last_n,
-                **(recorder.first_reaching(bar, cfg.last_n) or {"reached": False}),
-            }
+        for method, method_runs in runs.items():
+            reached = [recorder.first_reaching(bar, cfg.last_n) for _, recorder in method_runs]
+            rows[method]["to_peer_reward"] = {"target": bar, "window": cfg.last_n, **(reached[0] or {"reached": False})}
+            if reached[0] and all(reached):
+                rows[method]["to_peer_reward"]["seconds"] = statistics.median(r["seconds"] for r in reached)
+            if len(reached) > 1:
+                rows[method]["to_peer_reward"]["seconds_per_round"] = [r and r["seconds"] for r in reached]
     return {"config": {k: v for k, v in dataclasses.asdict(cfg).items()}, "rows": rows, "profiles": profiles}
+
+
+TIMINGS = ("setup_s", "train_s", "generate_s", "score_s", "rollout_s", "update_s")
+
+
+def _median_of_rounds(method_runs: list[tuple[dict, RewardRecorder]]) -> dict:
+    """Round 0's record (its rewards and evaluation) with each timing the median over the rounds.
+
+    The rounds train with the same seeds, so they sample the same completions and reach the same rewards:
+    `same_training` says whether every round's per-step training rewards matched round 0's.
+    """
+    first = dict(method_runs[0][0])
+    if len(method_runs) == 1:
+        return first
+    records = [record for record, _ in method_runs]
+    for key in TIMINGS:
+        first[key] = statistics.median(record[key] for record in records)
+    first["samples_per_s"] = first["completions"] / first["train_s"]
+    first["rounds"] = [{key: record[key] for key in (*TIMINGS, "samples_per_s")} for record in records]
+    first["same_training"] = all(
+        np.allclose(record["train_reward_per_step"], first["train_reward_per_step"], rtol=0, atol=1e-6)
+        for record in records
+    )
+    return first
 
 
 def markdown_table(results: dict) -> str:
@@ -638,15 +673,32 @@ def markdown_table(results: dict) -> str:
                 f"- {name}: "
                 + (f"{r['completions']} completions, {r['seconds']:.1f} s" if "seconds" in r else "not reached")
             )
+    rounds = len(rows.get("labkit", {}).get("rounds", []))
+    if rounds:
+        lines.append(
+            f"\nTimings are the median of {rounds} rounds, each method first in turn; the ratios below are "
+            "of those medians, and round by round in brackets."
+        )
     if "labkit" in rows:
         for peer in ("grpo", "rloo"):
             if peer in rows:
+                ours, theirs = rows["labkit"], rows[peer]
+                per_round = ""
+                if rounds and len(theirs.get("rounds", [])) == rounds:
+                    ratios = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(ours["rounds"], theirs["rounds"])]
+                    per_round = " (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
                 lines.append(
-                    f"\nlabkit / {peer} samples/s: {rows['labkit']['samples_per_s'] / rows[peer]['samples_per_s']:.2f}x"
+                    f"\nlabkit / {peer} samples/s: {ours['samples_per_s'] / theirs['samples_per_s']:.2f}x{per_round}"
                 )
                 a, b = reach.get("labkit", {}), reach.get(peer, {})
                 if "seconds" in a and "seconds" in b:
-                    lines.append(f"{peer} / labkit seconds to that reward: {b['seconds'] / a['seconds']:.2f}x")
+                    per_round = ""
+                    if all(a.get("seconds_per_round", [None])) and all(b.get("seconds_per_round", [None])):
+                        ratios = [y / x for x, y in zip(a["seconds_per_round"], b["seconds_per_round"])]
+                        per_round = " (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
+                    lines.append(
+                        f"{peer} / labkit seconds to that reward: {b['seconds'] / a['seconds']:.2f}x{per_round}"
+                    )
     return "\n".join(lines)
 
 
@@ -667,6 +719,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--threads", type=int, default=d.threads)
     p.add_argument("--profile", action="store_true", help="cProfile one warm step of each method")
+    p.add_argument("--repeats", type=int, default=d.repeats, help="rounds of training per method; median timings")
     p.add_argument(
         "--set",
         nargs="*",
@@ -691,6 +744,7 @@ def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:
         seed=a.seed,
         threads=a.threads,
         profile=a.profile,
+        repeats=a.repeats,
         labkit_set=config.parse_settings(a.set),
     )
     cfg.extra["output"] = a.output

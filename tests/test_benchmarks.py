@@ -349,3 +349,38 @@ def test_set_changes_only_labkits_ppo_settings(peer):
 def test_unknown_method_is_named(peer):
     with pytest.raises(ValueError, match="ppo2"):
         peer.run_benchmark(peer.BenchConfig(methods=("ppo2",)))
+
+
+def test_repeats_report_median_timings_and_the_ratio_of_each_round(peer):
+    """--repeats N: round 0's rewards, each timing the median over the rounds, the ratios round by round."""
+    timings = dict(setup_s=0.1, generate_s=1.0, score_s=0.1, rollout_s=1.5, update_s=0.5)
+    rounds = {
+        "labkit": [2.0, 8.0, 4.0],  # train_s per round: median 4.0
+        "rloo": [8.0, 16.0, 12.0],
+    }
+    runs = {}
+    for method, train_s in rounds.items():
+        runs[method] = []
+        for i, seconds in enumerate(train_s):
+            record = dict(timings, train_s=seconds, completions=64, samples_per_s=64 / seconds)
+            record.update(train_reward_per_step=[0.1, 0.9], train_reward_last=0.9, eval_reward=0.5 + i)
+            runs[method].append((record, None))
+    labkit, rloo = (peer._median_of_rounds(runs[m]) for m in ("labkit", "rloo"))
+    assert labkit["train_s"] == 4.0 and labkit["samples_per_s"] == 16.0 and labkit["eval_reward"] == 0.5
+    assert [r["train_s"] for r in labkit["rounds"]] == [2.0, 8.0, 4.0] and labkit["same_training"]
+    runs["rloo"][2][0]["train_reward_per_step"] = [0.1, 0.8]
+    assert not peer._median_of_rounds(runs["rloo"])["same_training"]
+    row = dict(optimizer_steps=8, train_reward_first=0.1, eval_reward_se=0.1, eval_kl=1.0, eval_len=20.0)
+    reach = {"target": 0.5, "window": 5, "completions": 32}
+    results = {
+        "rows": {
+            "labkit": {**row, **labkit, "to_peer_reward": {**reach, "seconds": 2.0, "seconds_per_round": [1, 4, 2]}},
+            "rloo": {**row, **rloo, "to_peer_reward": {**reach, "seconds": 6.0, "seconds_per_round": [4, 8, 6]}},
+        }
+    }
+    table = peer.markdown_table(results)
+    assert "median of 3 rounds" in table
+    assert "labkit / rloo samples/s: 3.00x (4.00, 2.00, 3.00)" in table
+    assert "rloo / labkit seconds to that reward: 3.00x (4.00, 2.00, 3.00)" in table
+    with pytest.raises(ValueError, match="--repeats must be at least 1"):
+        peer.run_benchmark(peer.BenchConfig(repeats=0))
