@@ -676,30 +676,33 @@ def markdown_table(results: dict) -> str:
     rounds = len(rows.get("labkit", {}).get("rounds", []))
     if rounds:
         lines.append(
-            f"\nTimings are the median of {rounds} rounds, each method first in turn; the ratios below are "
-            "of those medians, and round by round in brackets."
+            f"\nTimings are the median of {rounds} rounds, each method first in turn. Each ratio below is the "
+            "median of the rounds' ratios (in brackets): a round runs the methods back to back, so its ratio "
+            "is the least touched by the machine's speed drifting."
         )
     if "labkit" in rows:
         for peer in ("grpo", "rloo"):
             if peer in rows:
                 ours, theirs = rows["labkit"], rows[peer]
-                per_round = ""
+                speed = [ours["samples_per_s"] / theirs["samples_per_s"]]
                 if rounds and len(theirs.get("rounds", [])) == rounds:
-                    ratios = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(ours["rounds"], theirs["rounds"])]
-                    per_round = " (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
-                lines.append(
-                    f"\nlabkit / {peer} samples/s: {ours['samples_per_s'] / theirs['samples_per_s']:.2f}x{per_round}"
-                )
+                    speed = [a["samples_per_s"] / b["samples_per_s"] for a, b in zip(ours["rounds"], theirs["rounds"])]
+                lines.append(f"\nlabkit / {peer} samples/s: {_ratio_text(speed)}")
                 a, b = reach.get("labkit", {}), reach.get(peer, {})
                 if "seconds" in a and "seconds" in b:
-                    per_round = ""
+                    sooner = [b["seconds"] / a["seconds"]]
                     if all(a.get("seconds_per_round", [None])) and all(b.get("seconds_per_round", [None])):
-                        ratios = [y / x for x, y in zip(a["seconds_per_round"], b["seconds_per_round"])]
-                        per_round = " (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
-                    lines.append(
-                        f"{peer} / labkit seconds to that reward: {b['seconds'] / a['seconds']:.2f}x{per_round}"
-                    )
+                        sooner = [y / x for x, y in zip(a["seconds_per_round"], b["seconds_per_round"])]
+                    lines.append(f"{peer} / labkit seconds to that reward: {_ratio_text(sooner)}")
     return "\n".join(lines)
+
+
+def _ratio_text(ratios: list[float]) -> str:
+    """A ratio as the table shows it: 1.23x for one; for several rounds, their median and each round's,
+    1.23x (1.21, 1.23, 1.28)."""
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x"
+    return f"{statistics.median(ratios):.2f}x (" + ", ".join(f"{r:.2f}" for r in ratios) + ")"
 
 
 def parse_args(argv: Sequence[str] | None = None) -> BenchConfig:

@@ -356,7 +356,7 @@ def test_repeats_report_median_timings_and_the_ratio_of_each_round(peer):
     timings = dict(setup_s=0.1, generate_s=1.0, score_s=0.1, rollout_s=1.5, update_s=0.5)
     rounds = {
         "labkit": [2.0, 8.0, 4.0],  # train_s per round: median 4.0
-        "rloo": [8.0, 16.0, 12.0],
+        "rloo": [10.0, 8.0, 12.0],  # median 10.0: the medians' ratio is 2.5, the rounds' 5, 1 and 3
     }
     runs = {}
     for method, train_s in rounds.items():
@@ -375,12 +375,12 @@ def test_repeats_report_median_timings_and_the_ratio_of_each_round(peer):
     results = {
         "rows": {
             "labkit": {**row, **labkit, "to_peer_reward": {**reach, "seconds": 2.0, "seconds_per_round": [1, 4, 2]}},
-            "rloo": {**row, **rloo, "to_peer_reward": {**reach, "seconds": 6.0, "seconds_per_round": [4, 8, 6]}},
+            "rloo": {**row, **rloo, "to_peer_reward": {**reach, "seconds": 5.0, "seconds_per_round": [5, 4, 6]}},
         }
     }
     table = peer.markdown_table(results)
     assert "median of 3 rounds" in table
-    assert "labkit / rloo samples/s: 3.00x (4.00, 2.00, 3.00)" in table
-    assert "rloo / labkit seconds to that reward: 3.00x (4.00, 2.00, 3.00)" in table
+    assert "labkit / rloo samples/s: 3.00x (5.00, 1.00, 3.00)" in table  # the median of the rounds' ratios
+    assert "rloo / labkit seconds to that reward: 3.00x (5.00, 1.00, 3.00)" in table
     with pytest.raises(ValueError, match="--repeats must be at least 1"):
         peer.run_benchmark(peer.BenchConfig(repeats=0))
