@@ -268,9 +268,10 @@ def lora_params(shape: ModelShape, r: int) -> int:
 # output and its transposed copy for o_proj (2h); the MLP keeps gate, up, silu(gate) and their product
 # (4i). LoRA adds rank-sized intermediates, negligible here.
 _ACT_PER_TOKEN = {"hidden": 8, "kv": 4, "intermediate": 4}
-_LOGIT_COPIES = 5
+_LOGIT_COPIES = 4
 """Vocabulary-sized tensors per response token alive in the update: the logits, the temperature-scaled
-copy, log_softmax, the softmax of the entropy term and, in backward, the gradient of the logits."""
+copy (at a temperature other than 1), and in the backward of `ppo_math.logprobs_and_entropy` the
+log-probabilities (overwritten by the logits' gradient) and the probabilities."""
 
 
 def estimate(
