@@ -578,11 +578,16 @@ def test_a_minibatch_in_length_pieces_makes_the_update_of_one_piece(tiny_tokeniz
         cfg = small_cfg(max_new_tokens=12, total_steps=2, kl_coef=0.05)
         return PPOTrainer(peaky_lm(tiny_tokenizer), tiny_tokenizer, prompts, LinearLengthReward(3), cfg).train()
 
-    calls = []
+    splits = []
     real = ppo._length_pieces
-    monkeypatch.setattr(ppo, "_length_pieces", lambda *a: calls.append(real(*a)) or calls[-1])
+
+    def recorded(*args):
+        splits.append(real(*args))
+        return splits[-1]
+
+    monkeypatch.setattr(ppo, "_length_pieces", recorded)
     pieces = run()
-    assert any(len(split) > 1 for split in calls)  # the fixture's replies do differ in length
+    assert any(len(split) > 1 for split in splits)  # the fixture's replies do differ in length
     monkeypatch.setattr(ppo, "_length_pieces", lambda rows, q, r: [(rows, 0, r.shape[1])])
     whole = run()
     for a, b in zip(whole.metrics, pieces.metrics):
